@@ -1,0 +1,222 @@
+"""Downloadable assets: declared once (url, sha256, size, licence), verified, cached.
+
+DESIGN §6: downloads go to a temporary file in the cache directory, are
+verified against their sha256, then atomically moved into place.  Google Drive
+files go through gdown.  Offline, a missing asset raises ``MissingAssetError``
+whose message says which file, where to put it and how to get it - the CLI
+prints that message alone, never a stack trace.
+
+The cache root is ``$FACEEDIT_CACHE`` (default ``~/.cache/faceedit-bench``);
+nothing is ever resolved relative to the working directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One downloadable file.
+
+    ``url`` is an http(s) or file URL, or ``gdrive:<file id>`` for Google Drive.
+    ``sha256`` may be None only for assets whose publisher gives no hash; those
+    are verified by size alone and the log says so.
+    """
+
+    name: str
+    url: str
+    filename: str
+    sha256: str | None
+    size: int | None = None
+    licence: str = ""
+    subdir: str = "assets"
+    description: str = ""
+    how_to_get: str = ""
+
+    def path(self, cache: Path | None = None) -> Path:
+        return (cache or cache_root()) / self.subdir / self.filename
+
+
+class AssetError(RuntimeError):
+    """Base class: the message is meant for the user, verbatim."""
+
+
+class MissingAssetError(AssetError):
+    """An asset is absent and cannot be downloaded (offline, or downloads disabled)."""
+
+
+class ChecksumError(AssetError):
+    """A file's sha256 or size does not match its declaration (e.g. a half-finished download)."""
+
+
+class UnsafeArchiveError(AssetError):
+    """An archive member would land outside the extraction directory."""
+
+
+def cache_root() -> Path:
+    """``$FACEEDIT_CACHE`` or ``~/.cache/faceedit-bench``."""
+    env = os.environ.get("FACEEDIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "faceedit-bench"
+
+
+def downloads_allowed() -> bool:
+    """``FACEEDIT_OFFLINE=1`` forbids every download (CI, air-gapped clusters)."""
+    return os.environ.get("FACEEDIT_OFFLINE", "0") not in ("1", "true", "yes")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(asset: Asset, path: Path) -> None:
+    """Raise ChecksumError naming the file unless its size and sha256 match the declaration."""
+    size = path.stat().st_size
+    if asset.size is not None and size != asset.size:
+        raise ChecksumError(
+            f"{asset.name}: {path} has {size} bytes, expected {asset.size} "
+            "(a partial or corrupt download?); delete it and fetch again"
+        )
+    if asset.sha256 is None:
+        log.warning("%s: no sha256 is published; verified by size only", asset.name)
+        return
+    digest = sha256_file(path)
+    if digest != asset.sha256.lower():
+        raise ChecksumError(
+            f"{asset.name}: sha256 of {path} is {digest}, expected {asset.sha256} "
+            "(a partial or corrupt download?); delete it and fetch again"
+        )
+
+
+def missing_message(asset: Asset, path: Path, reason: str) -> str:
+    how = asset.how_to_get or f"download {asset.url}"
+    return (
+        f"missing asset '{asset.name}' ({asset.description or asset.filename}): {reason}.\n"
+        f"  put the file at: {path}\n"
+        f"  how to get it:   {how}\n"
+        f"  expected sha256: {asset.sha256 or '(not published)'}"
+        + (f"\n  licence: {asset.licence}" if asset.licence else "")
+    )
+
+
+def _download_url(url: str, dest: Path) -> None:
+    with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:  # noqa: S310 - declared urls
+        shutil.copyfileobj(resp, out, CHUNK)
+
+
+def _download_gdrive(file_id: str, dest: Path) -> None:
+    import gdown  # lazy: only Google Drive assets need it
+
+    result = gdown.download(id=file_id, output=str(dest), quiet=False)
+    if result is None:
+        raise urllib.error.URLError(f"gdown could not fetch Google Drive file {file_id}")
+
+
+def download(asset: Asset, dest: Path) -> None:
+    """Fetch ``asset`` into ``dest`` (a temporary path); no verification here."""
+    if asset.url.startswith("gdrive:"):
+        _download_gdrive(asset.url.split(":", 1)[1], dest)
+    else:
+        _download_url(asset.url, dest)
+
+
+def fetch(asset: Asset, cache: Path | None = None, allow_download: bool | None = None) -> Path:
+    """The path of the verified asset, downloading it first if allowed.
+
+    A file already in place is verified once and then trusted (a ``.verified``
+    stamp beside it records the hash), so large checkpoints are not re-hashed
+    on every run.
+    """
+    path = asset.path(cache)
+    stamp = path.with_name(path.name + ".verified")
+    if path.exists():
+        if stamp.exists() and stamp.read_text().strip() == f"{path.stat().st_size}:{asset.sha256}":
+            return path
+        verify(asset, path)
+        stamp.write_text(f"{path.stat().st_size}:{asset.sha256}")
+        return path
+    if allow_download is None:
+        allow_download = downloads_allowed()
+    if not allow_download:
+        raise MissingAssetError(missing_message(asset, path, "downloads are disabled (FACEEDIT_OFFLINE=1)"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        log.info("downloading %s from %s", asset.name, asset.url)
+        try:
+            download(asset, tmp)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise MissingAssetError(missing_message(asset, path, f"download failed ({exc})")) from None
+        verify(asset, tmp)
+        os.replace(tmp, path)
+        stamp.write_text(f"{path.stat().st_size}:{asset.sha256}")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _is_within(root: Path, target: Path) -> bool:
+    try:
+        target.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _check_member(root: Path, name: str) -> Path:
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise UnsafeArchiveError(f"archive member {name!r} would be written outside {root}")
+    target = root / pure
+    if not _is_within(root, target):
+        raise UnsafeArchiveError(f"archive member {name!r} would be written outside {root}")
+    return target
+
+
+def safe_extract(archive: str | Path, dest: str | Path) -> Path:
+    """Extract a zip or tar archive into ``dest`` after checking every member's path.
+
+    Absolute paths, ``..`` components and (for tar) links pointing outside
+    ``dest`` or device files are refused before anything is written.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                _check_member(dest, info.filename)
+            zf.extractall(dest)
+        return dest
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for m in members:
+                target = _check_member(dest, m.name)
+                if m.issym() or m.islnk():
+                    link_target = (target.parent / m.linkname) if m.issym() else dest / m.linkname
+                    if PurePosixPath(m.linkname).is_absolute() or not _is_within(dest, link_target):
+                        raise UnsafeArchiveError(f"archive link {m.name!r} -> {m.linkname!r} points outside {dest}")
+                elif not (m.isfile() or m.isdir()):
+                    raise UnsafeArchiveError(f"archive member {m.name!r} is a device or fifo")
+            tf.extractall(dest, members=members, filter="data")
+        return dest
+    raise AssetError(f"{archive} is neither a zip nor a tar archive")

@@ -1,0 +1,152 @@
+"""The dataset contract (DESIGN §3).
+
+A dataset is a named, registered source of faces.  It exposes its attributes
+(CelebA names, each ``local`` or ``global``) and splits; a split is a
+``torch.utils.data.Dataset`` whose items are dicts with fixed keys so that the
+default collate works:
+
+* ``image``    float32 tensor 3×H×W in [-1, 1]
+* ``labels``   float32 tensor (A,) of 0/1, in the order of ``dataset.attribute_names``
+* ``identity`` int64 scalar tensor, -1 where unknown
+* ``index``    int64 scalar tensor, the item's index in its split (stable)
+
+Per-attribute region masks and SynthFaces' counterfactuals are fetched by index
+from the split (``split.region_masks`` / ``split.counterfactuals``) so that a
+batch only carries them when an evaluator needs them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.registry import UnknownNameError
+
+Group = Literal["local", "global"]
+
+ITEM_KEYS = ("image", "labels", "identity", "index")
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """A CelebA attribute name and whether its edit is local or global."""
+
+    name: str
+    group: Group
+
+
+# The 40 CelebA attributes in the official order of list_attr_celeba.txt /
+# CelebAMask-HQ-attribute-anno.txt, with our local/global grouping.  "local"
+# means the attribute lives in a bounded face region (mouth, eyes, hair
+# fringe, ...); "global" means it changes the whole face or the whole hair.
+CELEBA_ATTRIBUTES: tuple[AttributeSpec, ...] = tuple(
+    AttributeSpec(n, g)  # type: ignore[arg-type]
+    for n, g in [
+        ("5_o_Clock_Shadow", "local"), ("Arched_Eyebrows", "local"), ("Attractive", "global"),
+        ("Bags_Under_Eyes", "local"), ("Bald", "global"), ("Bangs", "local"), ("Big_Lips", "local"),
+        ("Big_Nose", "local"), ("Black_Hair", "global"), ("Blond_Hair", "global"), ("Blurry", "global"),
+        ("Brown_Hair", "global"), ("Bushy_Eyebrows", "local"), ("Chubby", "global"),
+        ("Double_Chin", "local"), ("Eyeglasses", "local"), ("Goatee", "local"), ("Gray_Hair", "global"),
+        ("Heavy_Makeup", "global"), ("High_Cheekbones", "local"), ("Male", "global"),
+        ("Mouth_Slightly_Open", "local"), ("Mustache", "local"), ("Narrow_Eyes", "local"),
+        ("No_Beard", "local"), ("Oval_Face", "global"), ("Pale_Skin", "global"), ("Pointy_Nose", "local"),
+        ("Receding_Hairline", "local"), ("Rosy_Cheeks", "local"), ("Sideburns", "local"),
+        ("Smiling", "local"), ("Straight_Hair", "global"), ("Wavy_Hair", "global"),
+        ("Wearing_Earrings", "local"), ("Wearing_Hat", "local"), ("Wearing_Lipstick", "local"),
+        ("Wearing_Necklace", "local"), ("Wearing_Necktie", "local"), ("Young", "global"),
+    ]
+)
+CELEBA_ATTRIBUTE_NAMES: tuple[str, ...] = tuple(a.name for a in CELEBA_ATTRIBUTES)
+CELEBA_GROUPS: dict[str, Group] = {a.name: a.group for a in CELEBA_ATTRIBUTES}
+
+
+class DataError(ValueError):
+    """Bad input data: a corrupt image, a malformed label line, a missing file."""
+
+
+class FaceSplit(Dataset, ABC):
+    """One split of a dataset.  Subclasses implement ``__len__`` and ``__getitem__``."""
+
+    dataset: "FaceDataset"
+    split_name: str
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]: ...
+
+    def region_masks(self, index: torch.Tensor, attribute: str) -> torch.Tensor | None:
+        """B×1×H×W float masks in {0, 1} of the pixels ``attribute`` may change, or None if unknown."""
+        return None
+
+    def counterfactuals(self, index: torch.Tensor, attribute: str, target: torch.Tensor) -> torch.Tensor | None:
+        """B×3×H×W ground-truth images with ``attribute`` set to ``target``; None where the source has none."""
+        return None
+
+    def labels_matrix(self) -> torch.Tensor:
+        """N×A 0/1 labels of the whole split, without decoding images (override when cheap)."""
+        return torch.stack([self[i]["labels"] for i in range(len(self))])
+
+
+class FaceDataset(ABC):
+    """A registered source of faces.  Construct with ``resolution`` and source options."""
+
+    name: ClassVar[str] = ""
+    attributes: tuple[AttributeSpec, ...] = ()
+    has_masks: ClassVar[bool] = False
+    has_identities: ClassVar[bool] = False
+    has_counterfactuals: ClassVar[bool] = False
+    split_names: tuple[str, ...] = ("train", "test")
+
+    def __init__(self, resolution: int = 64, **options):
+        self.resolution = int(resolution)
+        self.options = options
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.attributes)
+
+    def attribute_index(self, name: str) -> int:
+        names = self.attribute_names
+        if name not in names:
+            raise UnknownNameError(f"attribute of dataset {self.name!r}", name, list(names))
+        return names.index(name)
+
+    def group(self, name: str) -> Group:
+        return self.attributes[self.attribute_index(name)].group
+
+    def resolve_attributes(self, spec: Sequence[str] | str) -> list[str]:
+        """Expand ``all`` / ``local`` / ``global`` and validate names, keeping order."""
+        items = [spec] if isinstance(spec, str) else list(spec)
+        out: list[str] = []
+        for item in items:
+            if item == "all":
+                chosen = list(self.attribute_names)
+            elif item in ("local", "global"):
+                chosen = [a.name for a in self.attributes if a.group == item]
+            else:
+                self.attribute_index(item)
+                chosen = [item]
+            out.extend(c for c in chosen if c not in out)
+        return out
+
+    @abstractmethod
+    def split(self, name: str) -> FaceSplit:
+        """The ``train`` / ``test`` (/ ``val``) split."""
+
+    def fingerprint(self) -> dict:
+        """What identifies this dataset's content, for cache keys (name, resolution, options)."""
+        return {"name": self.name, "resolution": self.resolution, "options": self.options}
+
+    def _check_split(self, name: str) -> None:
+        if name not in self.split_names:
+            raise UnknownNameError(f"split of dataset {self.name!r}", name, list(self.split_names))
+
+
+def collate_faces(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack the fixed item keys; a DataLoader's ``collate_fn``."""
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}

@@ -1,0 +1,113 @@
+"""The evaluator contract (DESIGN §3): streaming reset / update / finalize.
+
+One evaluator instance accumulates one *direction* of one cell: the runner
+builds it with an ``EvalContext`` (dataset, attribute, direction, device),
+feeds it batches of (source, edited) pairs through ``update`` and reads the
+metric values from ``finalize``.  State must be O(1) in the number of images
+(running sums, fixed-size feature moments), never a list of all images.
+
+Heavy scoring networks (Inception, AlexNet, FaceNet, our classifiers) are
+built once per process through ``shared_model`` and shared by all instances.
+
+Metric names carry their protocol (``fid_clean_inception``, ``lpips_alex_v01``,
+``id_cos_facenet_vggface2``, ``attr_success_<classifier>``): a different
+protocol is a different name, never a flag.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from benchmark.data.base import FaceDataset
+
+# What an evaluator may ask the runner to put into ``update``'s extras.
+EXTRAS = ("mask", "counterfactual", "identity", "index")
+
+
+@dataclass
+class EvalContext:
+    """Fixed facts of one (cell, direction): the evaluator's constructor argument."""
+
+    dataset: FaceDataset
+    attribute: str
+    direction: int  # the target value t of this direction: 0 (remove) or 1 (add)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def attr_index(self) -> int:
+        return self.dataset.attribute_index(self.attribute)
+
+
+class MetricUnavailable(RuntimeError):
+    """The metric cannot be computed for this dataset (no masks, no counterfactuals, ...)."""
+
+
+class Evaluator(ABC):
+    """Base class.  ``requires`` names the extras ``update`` needs (subset of ``EXTRAS``)."""
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    # Metric names (with protocol) this evaluator reports; used by --list and reports.
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: EvalContext, **options: Any):
+        self.ctx = ctx
+        self.options = {**ctx.options, **options}
+        self.reset()
+
+    @classmethod
+    def supports(cls, dataset: FaceDataset) -> str | None:
+        """None if the metric applies to ``dataset``, else the reason it does not (e.g. no masks)."""
+        return None
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Clear accumulated state."""
+
+    @abstractmethod
+    def update(self, source: torch.Tensor, edited: torch.Tensor, labels: torch.Tensor, target: torch.Tensor,
+               **extras: torch.Tensor) -> None:
+        """Accumulate one batch: images B×3×H×W in [-1, 1], labels B×A (0/1), target (B,) 0/1."""
+
+    @abstractmethod
+    def finalize(self) -> dict[str, float]:
+        """{metric_name: value} over everything seen since ``reset``."""
+
+
+class RunningMean:
+    """Streaming mean of per-image values (sum and count only)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        values = values.detach().double().flatten()
+        self.total += float(values.sum())
+        self.count += values.numel()
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+_MODELS: dict[tuple, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def shared_model(key: tuple, factory: Callable[[], Any]) -> Any:
+    """Build a scoring network once per process and key (include the device in the key)."""
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = factory()
+        return _MODELS[key]
+
+
+def clear_shared_models() -> None:
+    with _MODELS_LOCK:
+        _MODELS.clear()

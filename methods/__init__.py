@@ -1,0 +1,5 @@
+"""Editors behind one interface (``methods.base.Editor``).  Importing this package registers the built-ins."""
+from methods.base import Budget, EditContext, Editor, EditorError, EditorMeta  # noqa: F401
+
+# built-in editors register themselves on import (one line each)
+from methods import identity  # noqa: F401,E402
