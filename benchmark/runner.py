@@ -67,9 +67,9 @@ def seed_everything(seed: int) -> None:
 
 def validate_names(cfg: Config) -> None:
     """Unknown method / evaluator / dataset names fail here, before anything is built."""
-    DATASETS.get(cfg.data.name)
     METHODS.check(cfg.methods)
     EVALUATORS.check(cfg.evaluators)
+    DATASETS.get(cfg.data.name)
 
 
 def build_dataset(cfg: Config) -> FaceDataset:

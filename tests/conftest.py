@@ -6,6 +6,7 @@ measures the mean absolute pixel change.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,7 @@ class ToyFlip(Editor):
     meta = EditorMeta(paper="test fixture", trainable=False)
 
     def edit(self, images, attribute, target, strength=1.0, context=None):
+        time.sleep(float(self.options.get("sleep", 0.0)))  # lets a test kill a run mid-grid
         if self.options.get("fail_on") == attribute:
             raise RuntimeError(f"toy-flip was told to fail on {attribute}")
         out = images.clone()
