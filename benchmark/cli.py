@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,8 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run: finished cells are skipped")
     p.add_argument("--out", type=Path, help="results root (default: output.root, results/runs)")
     p.add_argument("--report", type=Path, metavar="RUN_DIR", help="(re)generate the report of a run and exit")
+    p.add_argument("--init", action="store_true",
+                   help="create the run directory (config.yaml) and print its path, run nothing: for cluster jobs")
+    p.add_argument("--shard", type=parse_shard, metavar="K/N",
+                   help="run only cells i with i %% N == K (0-based); N jobs with --resume RUN_DIR share one run")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` -> (K, N) with 0 <= K < N."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected K/N, e.g. 0/8") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: need 0 <= K < N")
+    return k, n
 
 
 def print_registries() -> None:
@@ -94,27 +110,36 @@ def dry_run(cfg: Config) -> None:
         print(f"# grid: cannot expand yet: {exc}")
 
 
-def execute(cfg: Config, resume_dir: Path | None, out: Path | None) -> Path:
-    """Create or continue the run directory, run the grid, write the report."""
-    import torch  # noqa: F401 - heavy imports only when actually running
+def init_run(cfg: Config, out: Path | None) -> Path:
+    """Claim a new numbered run directory and write the resolved config into it."""
+    from benchmark.runner import validate_names
 
+    validate_names(cfg)
+    root = out if out is not None else Path(cfg.output.root)
+    run_dir = rundir.create_run_dir(root, cfg.name)
+    rundir.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    return run_dir
+
+
+def execute(cfg: Config, resume_dir: Path | None, out: Path | None,
+            shard: tuple[int, int] | None = None) -> Path:
+    """Create or continue the run directory, run the grid (or one shard of it), write the report."""
     from benchmark import report
     from benchmark.runner import GridRunner, resolve_device, validate_names
 
     validate_names(cfg)
     device = resolve_device(cfg.device)
     if resume_dir is None:
-        root = out if out is not None else Path(cfg.output.root)
-        run_dir = rundir.create_run_dir(root, cfg.name)
-        rundir.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        run_dir = init_run(cfg, out)
         env_name = "env.json"
     else:
         run_dir = resume_dir
-        env_name = f"env-resume-{len(list(run_dir.glob('env*.json')))}.json"
+        env_name = "env.json" if not (run_dir / "env.json").exists() else \
+            f"env-{os.getpid()}-{len(list(run_dir.glob('env*.json')))}.json"
     rundir.atomic_write_text(run_dir / env_name, json.dumps(rundir.environment(device, cfg.seeds), indent=2))
     print(f"run directory: {run_dir}", flush=True)
     runner = GridRunner(cfg, run_dir, device)
-    stats = runner.run()
+    stats = runner.run(shard)
     print(f"cells: {stats['cells']} total, {stats['skipped']} already done, {stats['ok']} ok, "
           f"{stats['error']} failed", flush=True)
     try:
@@ -143,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(cfg)
             return 0
-        execute(cfg, resume_dir, args.out)
+        if args.init:
+            print(init_run(cfg, args.out))
+            return 0
+        execute(cfg, resume_dir, args.out, args.shard)
         return 0
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -143,8 +143,10 @@ class GridRunner:
         editor.save(tmp)
         (tmp / "COMPLETE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
         final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another job finished the same fit first: keep theirs (same content hash)
+            shutil.rmtree(tmp, ignore_errors=True)
         return editor
 
     # -- evaluators -------------------------------------------------------------
@@ -286,8 +288,11 @@ class GridRunner:
         save_image((grid.float().cpu() + 1) / 2, out / f"{key.slug()}.png")
 
     # -- the grid ---------------------------------------------------------------
-    def run(self) -> dict[str, int]:
+    def run(self, shard: tuple[int, int] | None = None) -> dict[str, int]:
+        """Run the unfinished cells (of shard K/N, see ``shard_cells``) and return counts."""
         cells = expand_cells(self.cfg, self.attributes)
+        if shard is not None:
+            cells = shard_cells(cells, *shard)
         done = rundir.finished_cells(rundir.read_rows(self.jsonl))
         todo = [c for c in cells if rundir.CellKey(c.method, self.dataset.name, c.attribute, c.strength, c.seed) not in done]
         stats = {"cells": len(cells), "skipped": len(cells) - len(todo), "ok": 0, "error": 0}
@@ -311,6 +316,14 @@ def check_edited(edited: Any, src: torch.Tensor, method: str) -> torch.Tensor:
     if not torch.isfinite(edited).all():
         raise EditorError(f"{method}.edit returned non-finite values (a diverged model?)")
     return edited.to(src.device, src.dtype).clamp(-1.0, 1.0)
+
+
+def shard_cells(cells: list[Cell], k: int, n: int) -> list[Cell]:
+    """Shard K of N: whole fit groups (method, attribute, seed) round-robin, so no fit runs twice."""
+    groups: dict[tuple[str, str, int], int] = {}
+    for c in cells:
+        groups.setdefault((c.method, c.attribute, c.seed), len(groups))
+    return [c for c in cells if groups[(c.method, c.attribute, c.seed)] % n == k]
 
 
 def iter_cells(cfg: Config, dataset: FaceDataset) -> Iterator[Cell]:

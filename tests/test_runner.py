@@ -139,7 +139,7 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, cache_dir):
     assert all(attempts[k] == {v} for k, v in before.items())  # finished cells untouched
     df = pd.read_csv(jsonl.parent / "results.csv")
     assert df.groupby(["attribute", "strength", "seed"]).ngroups == 12
-    assert len(list(jsonl.parent.glob("env*.json"))) == 2
+    assert len(list(jsonl.parent.glob("env*.json"))) == 2  # the first run and the resume
 
 
 def test_resume_refuses_overrides_that_change_numbers(tmp_path, cache_dir, capsys):
@@ -158,3 +158,34 @@ def test_errored_cell_is_retried_on_resume(tmp_path, cache_dir):
     raw = rundir.read_rows(run / "results.jsonl")
     assert any(r["status"] == "error" for r in raw), "the failed attempt stays in the append-only log"
     assert not math.isnan(df["value"].iloc[0])
+
+
+def test_shards_partition_the_grid_and_share_one_run(tmp_path, cache_dir, capsys):
+    from benchmark.runner import Cell, shard_cells
+
+    cells = [Cell(m, a, s, seed) for m in "ab" for a in ("x", "y", "z") for seed in (0, 1) for s in (0.5, 1.0)]
+    shards = [shard_cells(cells, k, 3) for k in range(3)]
+    assert sorted(map(str, sum(shards, []))) == sorted(map(str, cells))  # a partition
+    for sh in shards:  # a fit group never spans two shards
+        for c in sh:
+            assert all(d in sh for d in cells if (d.method, d.attribute, d.seed) == (c.method, c.attribute, c.seed))
+
+    assert main(["--init", "--out", str(tmp_path / "runs"), *BASE, "methods=[identity,toy-flip]",
+                 "attributes=[Smiling,Male]"]) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (run / "config.yaml").is_file() and not (run / "results.jsonl").exists()
+    for k in range(2):
+        assert main(["--resume", str(run), "--shard", f"{k}/2", "output.progress=false"]) == 0
+    df = pd.read_csv(run / "results.csv")
+    assert df.groupby(["method", "attribute"]).ngroups == 4
+    assert len(list(run.glob("env*.json"))) == 2
+
+
+def test_slurm_launcher_writes_an_array_script(tmp_path, cache_dir, capsys):
+    from benchmark.launch import main as launch
+
+    assert launch(["slurm", "--out", str(tmp_path / "runs"), "--shards", "4", *BASE, "methods=[identity]"]) == 0
+    script = next((tmp_path / "runs").glob("*/launch/slurm.sh")).read_text()
+    assert "#SBATCH --array=0-3" in script and '--shard "${SLURM_ARRAY_TASK_ID}/4"' in script
+    assert "--resume" in script and "--gres=gpu:1" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
