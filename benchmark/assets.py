@@ -12,6 +12,7 @@ nothing is ever resolved relative to the working directory.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -32,7 +33,9 @@ CHUNK = 1 << 20
 class Asset:
     """One downloadable file.
 
-    ``url`` is an http(s) or file URL, or ``gdrive:<file id>`` for Google Drive.
+    ``url`` is an http(s) or file URL, or ``gdrive:<file id>`` for Google Drive
+    (fetched with gdown from ``gdrive_url(id)``; ``$FACEEDIT_GDRIVE_URL`` may
+    point it at a mirror or a test server).
     ``sha256`` may be None only for assets whose publisher gives no hash; those
     are verified by size alone and the log says so.
     """
@@ -106,7 +109,10 @@ def verify(asset: Asset, path: Path) -> None:
 
 
 def missing_message(asset: Asset, path: Path, reason: str) -> str:
-    how = asset.how_to_get or f"download {asset.url}"
+    url = asset.url
+    if url.startswith("gdrive:"):
+        url = GDRIVE_URL_DEFAULT.format(id=url.split(":", 1)[1]) + " (e.g. with gdown)"
+    how = asset.how_to_get or f"download {url}"
     return (
         f"missing asset '{asset.name}' ({asset.description or asset.filename}): {reason}.\n"
         f"  put the file at: {path}\n"
@@ -117,16 +123,53 @@ def missing_message(asset: Asset, path: Path, reason: str) -> str:
 
 
 def _download_url(url: str, dest: Path) -> None:
+    """Copy ``url`` to ``dest``; a body shorter than its Content-Length is a ChecksumError.
+
+    urllib returns a cut-off body as a short read, not an error, so the byte
+    count is checked here: assets without a declared size would pass otherwise.
+    """
     with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:  # noqa: S310 - declared urls
-        shutil.copyfileobj(resp, out, CHUNK)
+        announced = resp.headers.get("Content-Length")
+        try:
+            shutil.copyfileobj(resp, out, CHUNK)
+        except http.client.IncompleteRead:
+            pass  # reported below with the byte counts
+        if announced is not None and announced.isdigit() and out.tell() < int(announced):
+            raise ChecksumError(
+                f"incomplete download from {url}: got {out.tell()} of {announced} bytes "
+                "(the connection closed early); try again"
+            )
+
+
+# Google Drive: ``gdrive:<id>`` is fetched by gdown from this URL.  The variable
+# exists so that tests (and mirrors) can point the real gdown code path at
+# another server, e.g. FACEEDIT_GDRIVE_URL=http://127.0.0.1:8000/uc?id={id}.
+GDRIVE_URL_ENV = "FACEEDIT_GDRIVE_URL"
+GDRIVE_URL_DEFAULT = "https://drive.google.com/uc?id={id}"
+
+
+def gdrive_url(file_id: str) -> str:
+    """The URL gdown fetches for Drive file ``file_id`` (``$FACEEDIT_GDRIVE_URL`` overrides the host)."""
+    return os.environ.get(GDRIVE_URL_ENV, GDRIVE_URL_DEFAULT).format(id=file_id)
 
 
 def _download_gdrive(file_id: str, dest: Path) -> None:
-    import gdown  # lazy: only Google Drive assets need it
+    """gdown handles Drive's virus-scan confirmation page for large files.
 
-    result = gdown.download(id=file_id, output=str(dest), quiet=False)
-    if result is None:
-        raise urllib.error.URLError(f"gdown could not fetch Google Drive file {file_id}")
+    gdown writes into our open file (so its own ``.part`` files never appear in
+    the cache) and does not persist cookies under ``~/.cache/gdown``.
+    """
+    import gdown  # lazy: only Google Drive assets need it
+    from gdown.exceptions import DownloadError, FileURLRetrievalError
+
+    url = gdrive_url(file_id)
+    with open(dest, "wb") as out:
+        try:
+            gdown.download(url=url, output=out, quiet=True, use_cookies=False)
+        except FileURLRetrievalError as exc:  # Drive refused: quota, permissions, removed file
+            raise urllib.error.URLError(f"Google Drive refused file {file_id} ({exc})") from None
+        except DownloadError as exc:  # without resume/retries gdown raises it for a cut-off body
+            raise ChecksumError(f"incomplete download of Google Drive file {file_id} from {url}: {exc}") from None
 
 
 def download(asset: Asset, dest: Path) -> None:

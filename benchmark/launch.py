@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time", default="12:00:00")
     p.add_argument("--cpus", type=int, default=8)
     p.add_argument("--gpus", type=int, default=1)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if args.shards < 1:
         p.error("--shards must be >= 1")
     run_dir = init_run(load_config(args.config, args.overrides), args.out).resolve()

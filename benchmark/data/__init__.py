@@ -5,3 +5,6 @@ from benchmark.data.base import (  # noqa: F401
 )
 
 # built-in datasets register themselves on import (one line each)
+from benchmark.data import celebahq  # noqa: E402,F401  celebahq, stargan_v2_celebahq
+from benchmark.data import folder  # noqa: E402,F401  image_folder
+from benchmark.data import synthfaces  # noqa: F401,E402
