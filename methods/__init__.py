@@ -3,3 +3,4 @@ from methods.base import Budget, EditContext, Editor, EditorError, EditorMeta  #
 
 # built-in editors register themselves on import (one line each)
 from methods import identity  # noqa: F401,E402
+from methods import oracle  # noqa: F401,E402
