@@ -78,8 +78,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def _json_value(v: Any) -> Any:
+    """Strict JSON has no NaN/inf: store them as "nan" / "inf" / "-inf" (PSNR of an exact edit is inf)."""
     if isinstance(v, float) and not math.isfinite(v):
-        return None  # JSON has no NaN; None reads back as NaN
+        return str(v)
     return v
 
 
@@ -123,8 +124,8 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if row.get("value") is None:
-                row["value"] = float("nan")
+            value = row.get("value")
+            row["value"] = float("nan") if value is None else float(value)
             rows.append(row)
     return rows
 

@@ -189,3 +189,16 @@ def test_slurm_launcher_writes_an_array_script(tmp_path, cache_dir, capsys):
     assert "#SBATCH --array=0-3" in script and '--shard "${SLURM_ARRAY_TASK_ID}/4"' in script
     assert "--resume" in script and "--gres=gpu:1" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_non_finite_values_round_trip(tmp_path):
+    f = tmp_path / "r.jsonl"
+    base = {k: 0 for k in rundir.ROW_FIELDS} | {"method": "m", "dataset": "d", "attribute": "a", "status": "ok"}
+    rows = [base | {"metric": name, "value": v, "attempt": "1"} for name, v in
+            [("psnr", float("inf")), ("leak", float("nan")), ("x", -float("inf")), ("y", 0.25)]]
+    rundir.append_rows(f, rows)
+    for line in f.read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    back = {r["metric"]: r["value"] for r in rundir.read_rows(f)}
+    assert back["psnr"] == float("inf") and math.isnan(back["leak"]) and back["x"] == -float("inf")
+    assert back["y"] == 0.25
