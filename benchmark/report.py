@@ -49,8 +49,10 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(mean: float, std: float, seeds: int) -> str:
-    if not math.isfinite(mean):
+    if math.isnan(mean):
         return "–"
+    if math.isinf(mean):
+        return "∞" if mean > 0 else "-∞"
     return f"{mean:.3f}" if seeds < 2 else f"{mean:.3f} ± {std:.3f}"
 
 
@@ -75,8 +77,10 @@ def latex_table(table: pd.DataFrame, caption: str) -> str:
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "c" * len(cols) + "}",
              r"\toprule", "Method & Attribute & " + " & ".join(heads) + r" \\", r"\midrule"]
     for (method, attr), row in table.iterrows():
-        cells = [_latex_escape(str(v)).replace("±", r"$\pm$") for v in row]
-        lines.append(f"{_latex_escape(method)} & {_latex_escape(attr)} & " + " & ".join(cells) + r" \\")
+        cells = [_latex_escape(str(v)).replace("±", r"$\pm$").replace("∞", r"$\infty$").replace("–", "--")
+                 for v in row]
+        label = rf"\textit{{{attr} (mean)}}" if attr in ("local", "global") else _latex_escape(attr)
+        lines.append(f"{_latex_escape(method)} & {label} & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
