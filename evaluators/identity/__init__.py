@@ -116,8 +116,10 @@ class SynthIdentityEvaluator(Evaluator):
 
     The embedder is trained (once, cached by content hash) on the TRAIN split's
     ground-truth identities; see ``evaluators.identity.synth_embedder``.
-    ``id_param_err`` is the mean absolute error, over images and identity
-    factors, between the factors regressed from the EDITED image and the true
+    ``id_param_err`` is the mean absolute error, over images and the *scored*
+    identity factors (those the regressor reads reliably and the edited attribute
+    does not legitimately hide; ``SynthIdentityNet.scored_columns``), between the
+    factors regressed from the EDITED image and the true
     factors of the SOURCE person (``split.identity_params(index)``), in the units
     ``identity_params`` returns (SynthFaces: uniform factors standardised to unit
     variance, so always predicting the mean scores sqrt(12)·E|U - 1/2| ≈ 0.87, a
@@ -167,7 +169,7 @@ class SynthIdentityEvaluator(Evaluator):
         emb_e, params_e = self.model.embed_and_params(edited.to(self.device))
         true = self.split.identity_params(extras["index"]).to(params_e)
         self._cos.add(F.cosine_similarity(emb_s.double(), emb_e.double(), dim=1))
-        self._param_err.add((params_e.double() - true.double()).abs())
+        self._param_err.add(self.model.param_error(params_e, true, self.ctx.attribute))
 
     def finalize(self) -> dict[str, float]:
         return {self.cos_metric: self._cos.value, self.param_metric: self._param_err.value}
