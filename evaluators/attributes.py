@@ -1,0 +1,80 @@
+"""Attribute metrics (DESIGN §4): did the edit set the attribute, and did it leave the others alone?
+
+Scored by our attribute classifier (``evaluators.classifier``), whose tag
+(e.g. ``resnet18_synthfaces64``) is part of every metric name:
+
+* ``attr_success_<tag>``    share of edited images the classifier scores as the target value;
+* ``attr_preserve_<tag>``   mean over images and over the *other* attributes of agreement between
+                            the classifier's predictions on the edited and on the source image;
+* ``attr_source_acc_<tag>`` share of source images where the classifier agrees with the source
+                            label of the edited attribute - how far to trust ``attr_success``.
+
+State is three integer counters, so results do not depend on how the images
+are batched.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from benchmark.registry import register_evaluator
+from evaluators.base import EvalContext, Evaluator, shared_model
+from evaluators.classifier import AttributeClassifier, load_classifier
+
+
+def shared_classifier(ctx: EvalContext, config: dict[str, Any] | None, train_if_missing: bool) -> AttributeClassifier:
+    """One classifier per (dataset content, config, device) and process, shared by all evaluators."""
+    key = ("attribute_classifier", json.dumps(ctx.dataset.fingerprint(), sort_keys=True, default=str),
+           json.dumps(config or {}, sort_keys=True, default=str), str(ctx.device))
+    return shared_model(key, lambda: load_classifier(ctx.dataset, ctx.device, config, train_if_missing))
+
+
+@register_evaluator("attributes")
+class AttributeEvaluator(Evaluator):
+    """Options: ``classifier`` (dict forwarded to ``load_classifier``), ``train_if_missing`` (default true)."""
+
+    metrics = ("attr_success_<classifier>", "attr_preserve_<classifier>", "attr_source_acc_<classifier>")
+
+    def __init__(self, ctx: EvalContext, **options: Any):
+        super().__init__(ctx, **options)
+        self.classifier = shared_classifier(ctx, self.options.get("classifier"),
+                                            bool(self.options.get("train_if_missing", True)))
+        self.attr = ctx.attr_index
+        n_attr = len(ctx.dataset.attribute_names)
+        self.others = torch.tensor([i for i in range(n_attr) if i != self.attr], dtype=torch.long,
+                                   device=self.classifier.device)
+
+    def reset(self) -> None:
+        self.n = 0
+        self.success = 0
+        self.source_correct = 0
+        self.agree = 0  # (image, other attribute) pairs whose prediction did not change
+
+    def update(self, source: torch.Tensor, edited: torch.Tensor, labels: torch.Tensor, target: torch.Tensor,
+               **extras: torch.Tensor) -> None:
+        if source.shape[0] != edited.shape[0] or source.shape[0] != target.shape[0]:
+            raise ValueError(f"batch sizes differ: source {source.shape[0]}, edited {edited.shape[0]}, "
+                             f"target {target.shape[0]}")
+        dev = self.classifier.device
+        pred_src = self.classifier.predict(source)
+        pred_edit = self.classifier.predict(edited)
+        target = target.to(dev).long().view(-1)
+        labels = labels.to(dev).long()
+        self.n += int(source.shape[0])
+        self.success += int((pred_edit[:, self.attr] == target).sum())
+        self.source_correct += int((pred_src[:, self.attr] == labels[:, self.attr]).sum())
+        self.agree += int((pred_edit[:, self.others] == pred_src[:, self.others]).sum())
+
+    def finalize(self) -> dict[str, float]:
+        """NaN before any image; ``attr_preserve`` is absent for a single-attribute dataset."""
+        n = self.n if self.n else float("nan")
+        tag = self.classifier.tag
+        out = {
+            f"attr_success_{tag}": self.success / n,
+            f"attr_source_acc_{tag}": self.source_correct / n,
+        }
+        if len(self.others):
+            out[f"attr_preserve_{tag}"] = self.agree / (n * len(self.others))
+        return out

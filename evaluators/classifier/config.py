@@ -1,0 +1,131 @@
+"""Training configuration of the attribute classifier.
+
+Every field that can change the trained weights is part of the classifier's
+cache key (``evaluators.classifier.cache``); fields listed in ``RUNTIME_FIELDS``
+only change how fast training runs and are left out of the key.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, FaceDataset
+
+# Bump when a code change alters what training produces for the same config
+# (architecture surgery, augmentation, schedule): old checkpoints then miss the cache.
+CODE_VERSION = 1
+
+ARCHS = ("resnet18", "resnet34", "resnet50")
+OPTIMIZERS = ("adam", "sgd")
+EVAL_SPLITS = ("auto", "val", "test")
+
+# Do not affect the result (or only through floating-point noise), so not hashed.
+RUNTIME_FIELDS = frozenset({"num_workers", "eval_batch_size", "log_every", "eval_every_epoch"})
+
+
+class ClassifierConfigError(ValueError):
+    """A bad classifier option (unknown field, unknown arch, out-of-range value)."""
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """How the attribute classifier is built and trained (from scratch unless ``pretrained``).
+
+    ``stem_downsample`` is the total stride before ResNet's ``layer1``: 4 keeps
+    torchvision's ImageNet stem (7×7 conv stride 2 + 3×3 max-pool), 2 replaces it
+    by a 3×3 stride-2 conv without max-pool, 1 by a 3×3 stride-1 conv without
+    max-pool (the CIFAR adaptation of He et al. 2016, §4.2).  ``None`` picks
+    ``clamp(resolution // 32, 1, 4)`` so that ``layer1`` sees a 32×32 map at 32 and
+    64 px (the ImageNet stem would leave 8×8 / 16×16 maps and a 1×1 / 2×2 ``layer4``),
+    and the ImageNet stem from 128 px up.
+    """
+
+    arch: str = "resnet18"
+    pretrained: bool = False
+    stem_downsample: int | None = None
+    epochs: int = 6
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    hflip: bool | None = None  # None: on when every attribute is mirror-invariant (CelebA names)
+    crop_pad: int | None = None  # random translation of up to this many px; None: resolution // 16
+    max_train_items: int | None = None  # first N training items (None: all)
+    max_eval_items: int | None = None
+    eval_split: str = "auto"  # auto: val if the dataset has one, else test
+    seed: int = 0
+    num_workers: int = 0
+    eval_batch_size: int = 256
+    log_every: int = 50
+    eval_every_epoch: bool = False  # log held-out accuracy after each epoch (learning curves; costs one eval pass)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ClassifierConfigError(f"unknown classifier arch {self.arch!r}; valid: {', '.join(ARCHS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ClassifierConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ClassifierConfigError(f"unknown eval_split {self.eval_split!r}; valid: {', '.join(EVAL_SPLITS)}")
+        if self.stem_downsample not in (None, 1, 2, 4):
+            raise ClassifierConfigError(f"stem_downsample must be 1, 2, 4 or null, not {self.stem_downsample!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ClassifierConfigError(f"classifier {name} must be >= 1, not {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ClassifierConfigError(f"classifier lr must be > 0, not {self.lr}")
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any] | "ClassifierConfig" | None) -> "ClassifierConfig":
+        """Build from a YAML/CLI dict, naming any unknown key instead of a TypeError."""
+        if isinstance(cfg, ClassifierConfig):
+            return cfg
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ClassifierConfigError(
+                f"unknown classifier option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
+        return cls(**cfg)
+
+    def with_overrides(self, **changes: Any) -> "ClassifierConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The fields that determine the trained weights."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+
+    # -- values resolved against a dataset ------------------------------------
+    def resolved_stem(self, resolution: int) -> int:
+        if self.stem_downsample is not None:
+            return self.stem_downsample
+        return max(1, min(4, resolution // 32))
+
+    def resolved_crop_pad(self, resolution: int) -> int:
+        return self.crop_pad if self.crop_pad is not None else max(1, resolution // 16)
+
+    def resolved_hflip(self, dataset: FaceDataset) -> bool:
+        """Mirroring is label-safe for CelebA's attributes: none of them names a side of the face.
+
+        A dataset whose labels do change under mirroring sets ``hflip_label_safe = False``.
+        """
+        if self.hflip is not None:
+            return self.hflip
+        if not getattr(dataset, "hflip_label_safe", True):
+            return False
+        return all(name in CELEBA_ATTRIBUTE_NAMES for name in dataset.attribute_names)
+
+    def resolved_eval_split(self, dataset: FaceDataset) -> str:
+        if self.eval_split != "auto":
+            dataset._check_split(self.eval_split)
+            return self.eval_split
+        return "val" if "val" in dataset.split_names else "test"
+
+
+def default_config(dataset: FaceDataset | None = None) -> ClassifierConfig:
+    """The protocol's default training config (the one whose tag has no hash suffix)."""
+    return ClassifierConfig()

@@ -1,0 +1,309 @@
+"""Train, cache and load the attribute classifier of any registered dataset.
+
+Python::
+
+    handle = train_classifier(dataset, device, config)          # trains unless cached
+    clf = load_classifier(dataset, device, config=None, train_if_missing=True)
+
+Command line: ``python -m evaluators.classifier.train`` (``evaluators/classifier/train.py``).
+
+Training is from scratch (ImageNet weights only with ``pretrained: true``),
+multi-label BCE-with-logits over all of the dataset's attributes, with
+label-safe augmentation (mirroring, small random translations).  The held-out
+accuracy per attribute lands in ``metrics.json`` beside the weights so that
+every table built on this classifier can say how far to trust it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from benchmark.assets import AssetError
+from benchmark.data.base import DataError, FaceDataset, FaceSplit, collate_faces
+from evaluators.classifier import cache
+from evaluators.classifier.config import CODE_VERSION, ClassifierConfig, default_config
+from evaluators.classifier.model import IMAGENET_MEAN, IMAGENET_STD, AttributeClassifier, build_network, normalise
+
+log = logging.getLogger(__name__)
+
+ConfigLike = ClassifierConfig | dict[str, Any] | None
+
+
+class MissingClassifierError(AssetError):
+    """No cached classifier for this (dataset, config) and training was not allowed."""
+
+
+@dataclass(frozen=True)
+class ClassifierHandle:
+    """A trained classifier on disk: where it is, its protocol tag and its held-out metrics."""
+
+    directory: Path
+    key: str
+    tag: str
+    metrics: dict[str, Any]
+    config: ClassifierConfig
+    trained: bool  # True if this call trained it, False if it came from the cache
+
+    @property
+    def mean_accuracy(self) -> float:
+        return float(self.metrics["mean_accuracy"])
+
+
+def classifier_tag(dataset: FaceDataset, config: ClassifierConfig) -> str:
+    """``<arch>_<dataset><resolution>``, plus a config hash when the config is not the default.
+
+    Metric names carry the tag, so a classifier trained differently is a
+    different protocol with a different name (DESIGN §3).
+    """
+    base = f"{config.arch}_{dataset.name}{dataset.resolution}"
+    if config.hashed_dict() == default_config(dataset).hashed_dict():
+        return base
+    blob = json.dumps(config.hashed_dict(), sort_keys=True, default=str).encode()
+    return f"{base}_{hashlib.sha256(blob).hexdigest()[:6]}"
+
+
+# -- data -------------------------------------------------------------------------
+def _loader(split: FaceSplit | Subset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_faces)
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _preload(split: FaceSplit, config: ClassifierConfig, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode the training images once into a uint8 tensor (N×3×H×W) so epochs cost no decoding."""
+    n = len(split)
+    if n == 0:
+        raise DataError(f"the train split of dataset {split.dataset.name!r} is empty")
+    source: FaceSplit | Subset = split
+    if config.max_train_items is not None and config.max_train_items < n:
+        g = torch.Generator().manual_seed(config.seed)
+        source = Subset(split, torch.randperm(n, generator=g)[: config.max_train_items].tolist())
+    images, labels = [], []
+    for batch in _loader(source, config.eval_batch_size, config.num_workers):
+        img = batch["image"]
+        if img.shape[-2:] != (resolution, resolution):
+            raise DataError(f"dataset {split.dataset.name!r} gave {tuple(img.shape[-2:])} images, "
+                            f"expected its resolution {resolution}")
+        images.append(_to_uint8(img))
+        labels.append(batch["labels"].float())
+    return torch.cat(images), torch.cat(labels)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, hflip: bool, pad: int) -> torch.Tensor:
+    """Label-safe augmentation: random mirror, random translation by up to ``pad`` px (edge-replicated)."""
+    b, _, h, w = x.shape
+    if hflip:
+        flip = torch.rand(b, generator=gen) < 0.5
+        x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    if pad > 0:
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+        off = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen).tolist()
+        x = torch.stack([padded[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(off)])
+    return x
+
+
+# -- training ---------------------------------------------------------------------
+def _optimizer(net: nn.Module, config: ClassifierConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
+                               nesterov=True)
+    return torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _schedule(opt: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to zero over the remaining steps."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: FaceDataset,
+         config: ClassifierConfig, device: torch.device, on_epoch: Callable[[], None] | None = None) -> list[float]:
+    """Train ``net`` in place; returns the mean training loss of each epoch (``on_epoch`` runs after each)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    hflip, pad = config.resolved_hflip(dataset), config.resolved_crop_pad(dataset.resolution)
+    n = len(images)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    opt = _optimizer(net, config)
+    sched = _schedule(opt, min(config.warmup_steps, steps_per_epoch * config.epochs // 4),
+                      steps_per_epoch * config.epochs)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    net.train()
+    losses, step, t0 = [], 0, time.time()
+    for epoch in range(config.epochs):
+        total = 0.0
+        for idx in torch.randperm(n, generator=gen).split(config.batch_size):
+            x = _augment(images[idx].float() / 127.5 - 1, gen, hflip, pad).to(device)
+            y = labels[idx].to(device)
+            loss = F.binary_cross_entropy_with_logits(net(normalise(x, mean, std)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            step += 1
+            if step % config.log_every == 0:
+                log.info("epoch %d step %d loss %.4f (%.0f img/s)", epoch + 1, step, float(loss.detach()),
+                         step * config.batch_size / (time.time() - t0))
+        losses.append(total / n)
+        log.info("epoch %d/%d: mean loss %.4f", epoch + 1, config.epochs, losses[-1])
+        if on_epoch is not None:
+            net.eval()
+            on_epoch()
+            net.train()
+    net.eval()
+    return losses
+
+
+def evaluate_accuracy(clf: AttributeClassifier, split: FaceSplit, max_items: int | None = None,
+                      batch_size: int = 256, num_workers: int = 0) -> dict[str, Any]:
+    """Per-attribute accuracy of ``clf`` on ``split``, with the majority-class baseline beside it."""
+    n = len(split) if max_items is None else min(max_items, len(split))
+    if n == 0:
+        raise DataError(f"split {split.split_name!r} of dataset {split.dataset.name!r} is empty")
+    correct = torch.zeros(len(clf.attribute_names), dtype=torch.long)
+    positives = torch.zeros_like(correct)
+    for batch in _loader(Subset(split, range(n)), batch_size, num_workers):
+        labels = batch["labels"].long()
+        correct += (clf.predict(batch["image"]).cpu() == labels).sum(0)
+        positives += labels.sum(0)
+    acc = (correct.double() / n).tolist()
+    pos = (positives.double() / n).tolist()
+    names = clf.attribute_names
+    return {
+        "n": n,
+        "accuracy": dict(zip(names, acc)),
+        "mean_accuracy": sum(acc) / len(acc),
+        "positive_rate": dict(zip(names, pos)),
+        "baseline_accuracy": {a: max(p, 1 - p) for a, p in zip(names, pos)},
+        "mean_baseline_accuracy": sum(max(p, 1 - p) for p in pos) / len(pos),
+    }
+
+
+def _save(directory: Path, net: nn.Module, info: dict[str, Any], metrics: dict[str, Any]) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(directory / cache.WEIGHTS_FILE))
+    cache.write_json(directory / cache.INFO_FILE, info)
+    cache.write_json(directory / cache.METRICS_FILE, metrics)
+
+
+def _handle(directory: Path, dataset: FaceDataset, config: ClassifierConfig, trained: bool) -> ClassifierHandle:
+    return ClassifierHandle(directory=directory, key=directory.name, tag=classifier_tag(dataset, config),
+                            metrics=cache.read_json(directory / cache.METRICS_FILE), config=config,
+                            trained=trained)
+
+
+def train_classifier(dataset: FaceDataset, device: torch.device | str, config: ConfigLike = None,
+                     force: bool = False) -> ClassifierHandle:
+    """Train the classifier of ``dataset`` (or return the cached one unless ``force``)."""
+    config = ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)
+    device = torch.device(device)
+    final = cache.classifier_dir(dataset, config)
+    with cache.training_lock(final):
+        if cache.is_complete(final) and not force:
+            return _handle(final, dataset, config, trained=False)
+        torch.manual_seed(config.seed)
+        net = build_network(config, len(dataset.attribute_names), dataset.resolution).to(device)
+        t0 = time.time()
+        images, labels = _preload(dataset.split("train"), config, dataset.resolution)
+        load_s = time.time() - t0
+        log.info("training %s classifier on %d %s images at %d px (device %s)", config.arch, len(images),
+                 dataset.name, dataset.resolution, device)
+        tag = classifier_tag(dataset, config)
+        eval_split = config.resolved_eval_split(dataset)
+        curve: list[float] = []
+
+        def epoch_eval() -> None:  # a learning curve on held-out data, only with eval_every_epoch
+            probe = AttributeClassifier(net, dataset.attribute_names, dataset.resolution, tag, device)
+            curve.append(evaluate_accuracy(probe, dataset.split(eval_split), config.max_eval_items,
+                                           config.eval_batch_size, config.num_workers)["mean_accuracy"])
+            net.requires_grad_(True)
+            log.info("held-out mean accuracy after epoch %d: %.4f", len(curve), curve[-1])
+
+        t1 = time.time()
+        losses = _fit(net, images, labels, dataset, config, device, epoch_eval if config.eval_every_epoch else None)
+        train_s = time.time() - t1
+        clf = AttributeClassifier(net, dataset.attribute_names, dataset.resolution, tag, device)
+        t2 = time.time()
+        held_out = evaluate_accuracy(clf, dataset.split(eval_split), config.max_eval_items,
+                                     config.eval_batch_size, config.num_workers)
+        info = {"arch": config.arch, "stem_downsample": config.resolved_stem(dataset.resolution),
+                "resolution": dataset.resolution, "attribute_names": list(dataset.attribute_names), "tag": tag,
+                "config": config.to_dict(), "code_version": CODE_VERSION}
+        metrics = {
+            **held_out, "eval_split": eval_split, "tag": tag, "key": final.name, "dataset": dataset.fingerprint(),
+            "n_train": len(images), "epoch_losses": losses, "epoch_accuracy": curve, "load_seconds": load_s, "train_seconds": train_s,
+            "eval_seconds": time.time() - t2, "config": config.to_dict(), "code_version": CODE_VERSION,
+            "hflip": config.resolved_hflip(dataset), "crop_pad": config.resolved_crop_pad(dataset.resolution),
+            "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if force and final.exists():
+            shutil.rmtree(final)
+        with cache.atomic_directory(final) as tmp:
+            _save(tmp, net, info, metrics)
+        log.info("%s: mean held-out accuracy %.4f on %d %s images; saved to %s", tag, metrics["mean_accuracy"],
+                 held_out["n"], eval_split, final)
+        return _handle(final, dataset, config, trained=True)
+
+
+def _load_dir(directory: Path, dataset: FaceDataset, device: torch.device) -> AttributeClassifier:
+    info = cache.read_json(directory / cache.INFO_FILE)
+    if tuple(info["attribute_names"]) != dataset.attribute_names:
+        raise DataError(f"classifier at {directory} was trained on attributes {info['attribute_names']}, "
+                        f"but dataset {dataset.name!r} has {list(dataset.attribute_names)}")
+    config = ClassifierConfig.from_dict(info["config"])
+    net = build_network(config, len(info["attribute_names"]), info["resolution"], load_pretrained=False)
+    net.load_state_dict(load_file(str(directory / cache.WEIGHTS_FILE), device="cpu"), strict=True)
+    metrics = cache.read_json(directory / cache.METRICS_FILE)
+    return AttributeClassifier(net, dataset.attribute_names, info["resolution"], info["tag"], device,
+                               metrics=metrics, directory=directory)
+
+
+def load_classifier(dataset: FaceDataset, device: torch.device | str, config: ConfigLike = None,
+                    train_if_missing: bool = True) -> AttributeClassifier:
+    """The cached classifier of ``dataset`` on ``device``, training it first if missing and allowed."""
+    config = ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)
+    device = torch.device(device)
+    directory = cache.classifier_dir(dataset, config)
+    if not cache.is_complete(directory):
+        if not train_if_missing:
+            raise MissingClassifierError(
+                f"no trained attribute classifier for dataset {dataset.name!r} at {dataset.resolution} px "
+                f"(expected at {directory}) and training is disabled (train_if_missing: false).\n"
+                f"  train it with: python -m evaluators.classifier.train --dataset {dataset.name} "
+                f"--resolution {dataset.resolution}" + _cli_overrides(dataset, config)
+            )
+        directory = train_classifier(dataset, device, config).directory
+    return _load_dir(directory, dataset, device)
+
+
+def _cli_overrides(dataset: FaceDataset, config: ClassifierConfig) -> str:
+    """The CLI flags that reproduce ``dataset``'s options and ``config``'s non-default fields (YAML scalars)."""
+    def text(v: Any) -> str:
+        return json.dumps(v) if v is None or isinstance(v, bool) else str(v)
+
+    default = default_config(dataset).to_dict()
+    parts = [f" --option {k}={text(v)}" for k, v in dataset.options.items()]
+    parts += [f" --set {k}={text(v)}" for k, v in config.to_dict().items() if default[k] != v]
+    return "".join(parts)
