@@ -23,6 +23,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,31 @@ class Asset:
 
     def path(self, cache: Path | None = None) -> Path:
         return (cache or cache_root()) / self.subdir / self.filename
+
+
+# Every asset the code can download, by name: `faceedit-bench --assets` lists them with
+# their status, so an offline user sees in one place what to fetch and where to put it.
+ASSETS: dict[str, tuple[Asset, Callable[[], Path] | None]] = {}
+
+
+def declare(asset: Asset, root: Callable[[], Path] | None = None) -> Asset:
+    """Register ``asset`` (once per name); ``root`` gives its directory when it is not the cache root."""
+    known = ASSETS.get(asset.name)
+    if known is not None and known[0] != asset:
+        raise ValueError(f"asset {asset.name!r} is declared twice with different contents")
+    ASSETS[asset.name] = (asset, root)
+    return asset
+
+
+def asset_status() -> list[dict[str, str]]:
+    """One row per declared asset: name, path, present?, url, sha256, licence."""
+    rows = []
+    for name, (asset, root) in sorted(ASSETS.items()):
+        path = asset.path(root() if root else None)
+        rows.append({"name": name, "present": "yes" if path.exists() else "no", "path": str(path),
+                     "url": asset.url, "sha256": asset.sha256 or "(not published)", "licence": asset.licence,
+                     "description": asset.description})
+    return rows
 
 
 class AssetError(RuntimeError):

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", type=Path, help="YAML config (default: the built-in defaults)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the grid size, run nothing")
     p.add_argument("--list", action="store_true", help="list registered methods, evaluators and datasets")
+    p.add_argument("--assets", action="store_true",
+                   help="list every downloadable asset: present or not, where it goes, where it comes from")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run: finished cells are skipped")
     p.add_argument("--out", type=Path, help="results root (default: output.root, results/runs)")
     p.add_argument("--report", type=Path, metavar="RUN_DIR", help="(re)generate the report of a run and exit")
@@ -74,6 +76,17 @@ def print_registries() -> None:
             print(f"  {name:<22} {extra}  [{reg.source(name)}]")
         for name, err in reg.plugin_errors.items():
             print(f"  {name:<22} (plugin failed to load: {err})")
+
+
+def print_assets() -> None:
+    from benchmark.assets import asset_status
+
+    for reg in (METHODS, EVALUATORS, DATASETS):
+        reg.load_all()  # importing the modules declares their assets
+    for row in asset_status():
+        print(f"{row['name']}  [{'present' if row['present'] == 'yes' else 'MISSING'}]  {row['description']}")
+        print(f"    path:    {row['path']}\n    url:     {row['url']}\n    sha256:  {row['sha256']}"
+              + (f"\n    licence: {row['licence']}" if row["licence"] else ""))
 
 
 def resolve(args: argparse.Namespace) -> tuple[Config, Path | None]:
@@ -157,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.list:
             print_registries()
+            return 0
+        if args.assets:
+            print_assets()
             return 0
         if args.report is not None:
             from benchmark import report

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.assets import Asset, cache_root, fetch
+from benchmark.assets import Asset, cache_root, declare, fetch
 
 # The TorchScript translation of the TF Inception-v3 (2015-12-05) that StyleGAN2-ADA
 # and clean-fid use; url from cleanfid/downloads_helper.py (``inception_url``).
 # NVIDIA publishes no sha256 for it, so it is verified by presence only (see
 # benchmark.assets.verify) - add the hash here once one is pinned.
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
-INCEPTION_ASSET = Asset(
+INCEPTION_ASSET = declare(Asset(
     name="inception_v3_fid_torchscript",
     url=INCEPTION_URL,
     filename="inception-2015-12-05.pt",
@@ -49,7 +49,7 @@ INCEPTION_ASSET = Asset(
         f"download {INCEPTION_URL} (clean-fid keeps its own copy at /tmp/inception-2015-12-05.pt; "
         "copying that file works too)"
     ),
-)
+))
 
 CLEAN_SIZE = 299  # clean-fid's build_resizer("clean") output size
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import torch
 
-from benchmark.assets import Asset, fetch
+from benchmark.assets import Asset, declare, fetch
 from benchmark.registry import register_evaluator
 from evaluators.base import Evaluator, RunningMean, shared_model
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # (LPIPS reproducibility manifests found on GitHub); the sha256 starts with the url's 7be5be79 and
 # the size agrees with torchvision's AlexNet_Weights meta "_file_size": 233.087 (MiB).
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-ALEXNET_ASSET = Asset(
+ALEXNET_ASSET = declare(Asset(
     name="alexnet_imagenet_torchvision",
     url=ALEXNET_URL,
     filename="alexnet-owt-7be5be79.pth",
@@ -43,7 +43,7 @@ ALEXNET_ASSET = Asset(
     subdir="checkpoints",  # relative to torch.hub.get_dir(): torchvision's own location
     description="torchvision AlexNet ImageNet weights, the LPIPS trunk",
     how_to_get=f"download {ALEXNET_URL} (torchvision's AlexNet_Weights.IMAGENET1K_V1)",
-)
+), lambda: Path(torch.hub.get_dir()))
 METRIC = "lpips_alex_v01"
 
 

@@ -58,3 +58,14 @@ def test_readme_commands_and_ci_agree():
     assert re.search(r"^bench:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == "make test"
+
+
+def test_assets_listing_names_path_and_source(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACEEDIT_CACHE", str(tmp_path))
+    assert main(["--assets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("inception_v3_fid_torchscript", "facenet_vggface2", "alexnet_imagenet_torchvision",
+                 "CelebAMask-HQ"):
+        assert any(line.startswith(name) for line in out.splitlines()), name
+    facenet = out[out.index("facenet_vggface2"):].splitlines()
+    assert "[MISSING]" in facenet[0] and str(tmp_path) in facenet[1] and "https://" in facenet[2]

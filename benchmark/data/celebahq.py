@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from benchmark.assets import Asset, MissingAssetError, cache_root, fetch, safe_extract
+from benchmark.assets import Asset, MissingAssetError, cache_root, declare, fetch, safe_extract
 from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset
 from benchmark.data.images import IMAGE_EXTENSIONS, ImageListSplit, filter_missing
 from benchmark.data.masks import MASK_DIR, load_region_masks
@@ -48,7 +48,7 @@ CELEBA_TEST_START = 182638
 # Sizes of the official CelebA-HQ split (counted from the official mapping file); used by `split: index`.
 OFFICIAL_SPLIT_SIZES = {"train": 24183, "val": 2993, "test": 2824}
 
-CELEBAMASK_HQ_ZIP = Asset(
+CELEBAMASK_HQ_ZIP = declare(Asset(
     name="CelebAMask-HQ",
     # Google Drive id from the official README (github.com/switchablenorms/CelebAMask-HQ, "Downloads").
     url="gdrive:1badu11NqxGf6qM3PTTooQDJvQbejgbTv",
@@ -61,9 +61,9 @@ CELEBAMASK_HQ_ZIP = Asset(
     "no checksum is published, so the download is checked by its extracted layout only)",
     how_to_get="download it from https://github.com/switchablenorms/CelebAMask-HQ (Google Drive link), "
     "or run with the dataset option download: true",
-)
+))
 
-STARGAN_V2_CELEBAHQ_ZIP = Asset(
+STARGAN_V2_CELEBAHQ_ZIP = declare(Asset(
     name="stargan-v2-celeba-hq",
     # URL from the StarGAN v2 download.sh (github.com/clovaai/stargan-v2), dl=1 for the raw file.
     url="https://www.dropbox.com/s/f7pvjij2xlpff59/celeba_hq.zip?dl=1",
@@ -74,7 +74,7 @@ STARGAN_V2_CELEBAHQ_ZIP = Asset(
     description="StarGAN v2's CelebA-HQ (train/val, female/male folders); no checksum is published",
     how_to_get="run `bash download.sh celeba-hq-dataset` from github.com/clovaai/stargan-v2, "
     "or use the dataset option download: true",
-)
+))
 
 
 # -- parsing ---------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from benchmark.assets import Asset, AssetError, MissingAssetError, fetch
+from benchmark.assets import Asset, AssetError, MissingAssetError, declare, fetch
 from evaluators.identity.common import AlignedEmbedder, centre_box, to_unit_range
 
 FACENET_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
@@ -40,7 +40,7 @@ FACENET_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.
 # the real files.  Size: 111,898,327 bytes as pinned by one of those projects, consistent
 # with the "107MB" of facenet-pytorch's README table.  Not verified against the file itself
 # from this machine (no internet).
-FACENET_VGGFACE2 = Asset(
+FACENET_VGGFACE2 = declare(Asset(
     name="facenet_vggface2",
     url=FACENET_URL,
     filename="20180402-114759-vggface2.pt",
@@ -50,7 +50,7 @@ FACENET_VGGFACE2 = Asset(
     subdir="weights/facenet",
     description="FaceNet InceptionResnetV1 state dict trained on VGGFace2 (facenet-pytorch release v2.2.9)",
     how_to_get=f"download {FACENET_URL} (e.g. `curl -L -o <path> <url>`), or run once with internet access",
-)
+))
 
 IMAGE_SIZE = 160  # InceptionResnetV1's input size in facenet-pytorch (MTCNN image_size default)
 # Fallback box (centre x, centre y, width, height as fractions of the image): the median MTCNN
