@@ -31,6 +31,7 @@ from evaluators.base import EvalContext, Evaluator, MetricUnavailable, RunningMe
 from evaluators.identity.common import AlignedEmbedder, check_pair
 from evaluators.identity import synth_embedder as se
 from evaluators.identity.synth_embedder import DEFAULT_TAG
+from evaluators.identity import facenet as _facenet  # noqa: F401 - declares the FaceNet weights asset (cheap import)
 
 
 class PairEmbeddingEvaluator(Evaluator):
