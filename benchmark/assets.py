@@ -16,6 +16,7 @@ import http.client
 import logging
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -191,7 +192,8 @@ def _download_gdrive(file_id: str, dest: Path) -> None:
     url = gdrive_url(file_id)
     with open(dest, "wb") as out:
         try:
-            gdown.download(url=url, output=out, quiet=True, use_cookies=False)
+            # progress bar only for people watching: archives are GBs, CI logs are not a terminal
+            gdown.download(url=url, output=out, quiet=not sys.stderr.isatty(), use_cookies=False)
         except FileURLRetrievalError as exc:  # Drive refused: quota, permissions, removed file
             raise urllib.error.URLError(f"Google Drive refused file {file_id} ({exc})") from None
         except DownloadError as exc:  # without resume/retries gdown raises it for a cut-off body
