@@ -122,38 +122,38 @@ def test_train_if_missing_false_fails_before_any_image(tmp_path, monkeypatch):
 
 
 # -- SynthFaces: the dataset's true counterfactual scores high ------------------------------------------
-SYNTH_CONFIG = {"epochs": 3, "max_train_items": 2000, "stem_downsample": 2}
-
-
-@pytest.fixture
-def synthfaces(toy_cache):
+@pytest.mark.slow
+def test_synthfaces_oracle_scores_high_with_default_classifier(toy_cache):
+    """Issue 4's anchor: with the protocol's default classifier (64 px), the ground-truth
+    counterfactual reaches attr_success >= 0.97, averaged over attributes and both directions,
+    on the first 500 test images (the default config's max_test).  Trains the default
+    classifier (about 5-9 CPU minutes)."""
     if "synthfaces" not in DATASETS.names():
         pytest.skip("synthfaces dataset not registered")
     clear_shared_models()
-    yield DATASETS.create("synthfaces", resolution=32)
-    clear_shared_models()
-
-
-@pytest.mark.slow
-def test_synthfaces_counterfactual_scores_high(synthfaces):
-    """Where the classifier is trustworthy (held-out accuracy >= 0.95), the true counterfactual succeeds.
-
-    attr_preserve averages over all other attributes, and a near-chance attribute's prediction flips
-    under any pixel change, so those may count as disagreements: the bound allows for their share.
-    """
-    clf = load_classifier(synthfaces, "cpu", SYNTH_CONFIG)
-    trusted = [a for a, acc in clf.accuracy.items() if acc >= 0.95]
-    assert len(trusted) >= 3, clf.accuracy
-    untrusted_share = (len(clf.accuracy) - len(trusted)) / (len(clf.accuracy) - 1)
-    for attribute in trusted:
+    ds = DATASETS.create("synthfaces", resolution=64)
+    clf = load_classifier(ds, "cpu")
+    split = ds.split("test")
+    index = torch.arange(500)
+    items = [split[int(i)] for i in index]
+    src = torch.stack([it["image"] for it in items])
+    labels = torch.stack([it["labels"] for it in items])
+    per_attr = {}
+    for attribute in ds.attribute_names:
+        col = ds.attribute_index(attribute)
+        target = 1.0 - labels[:, col]
+        edited = split.counterfactuals(index, attribute, target)
+        by_dir = []
         for direction in (0, 1):
-            split, src, labels, index, target = _test_batch(synthfaces, attribute, direction)
-            src, labels, index, target = src[:64], labels[:64], index[:64], target[:64]
-            edited = split.counterfactuals(index, attribute, target)
-            ev = _evaluator(synthfaces, attribute, direction, SYNTH_CONFIG)
-            out = _run(ev, src, edited, labels, target, 32)
-            assert out[f"attr_success_{clf.tag}"] > 0.85, (attribute, direction, out, clf.accuracy)
-            assert out[f"attr_preserve_{clf.tag}"] > 0.95 - untrusted_share, (attribute, direction, out)
+            sel = target == direction
+            if not bool(sel.any()):
+                continue
+            ev = _evaluator(ds, attribute, direction, None)
+            out = _run(ev, src[sel], edited[sel], labels[sel], target[sel], 100)
+            by_dir.append(out[f"attr_success_{clf.tag}"])
+        per_attr[attribute] = sum(by_dir) / len(by_dir)
+    mean = sum(per_attr.values()) / len(per_attr)
+    assert mean >= 0.97, per_attr
 
 
 @pytest.mark.slow

@@ -226,10 +226,12 @@ def test_atomic_directory_only_appears_when_complete(tmp_path):
 
 def test_small_input_stem():
     net32 = build_network(ClassifierConfig(), 4, 32)
-    assert net32.conv1.kernel_size == (3, 3) and net32.conv1.stride == (1, 1)
+    assert net32.conv1.kernel_size == (3, 3) and net32.conv1.stride == (2, 2)
     assert isinstance(net32.maxpool, torch.nn.Identity)
+    net16 = build_network(ClassifierConfig(), 4, 16)
+    assert net16.conv1.stride == (1, 1) and isinstance(net16.maxpool, torch.nn.Identity)
     net64 = build_network(ClassifierConfig(), 4, 64)
-    assert net64.conv1.stride == (2, 2) and isinstance(net64.maxpool, torch.nn.Identity)
+    assert net64.conv1.kernel_size == (7, 7) and isinstance(net64.maxpool, torch.nn.MaxPool2d)
     net256 = build_network(ClassifierConfig(), 4, 256)
     assert net256.conv1.kernel_size == (7, 7) and isinstance(net256.maxpool, torch.nn.MaxPool2d)
     assert net32(torch.zeros(2, 3, 32, 32)).shape == (2, 4)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from benchmark.data.base import CELEBA_GROUPS, ITEM_KEYS, DataError, FaceDataset, FaceSplit, collate_faces
 from benchmark.data.synthfaces import SynthFaces
+from benchmark.data.synthfaces.dataset import RENDERER_VERSION
 from benchmark.registry import DATASETS, METHODS, UnknownNameError
 from methods.base import EditContext, EditorError
 
@@ -57,6 +58,8 @@ def test_same_seed_bit_identical_other_seed_differs(ds):
         b = other.split(split).images(idx)
         assert (a - b).abs().mean() > 0.05
     assert ds.fingerprint() != other.fingerprint()
+    # a renderer change must change every cache key built on the dataset
+    assert ds.fingerprint()["renderer_version"] == RENDERER_VERSION
 
 
 def test_splits_disjoint_and_several_images_per_identity(ds, labels_only):
@@ -201,6 +204,29 @@ def test_oracle_editor_returns_counterfactuals(ds, test_split):
 
     with pytest.raises(EditorError, match="no ground-truth"):
         oracle.edit(images, "Eyeglasses", target, context=EditContext(split=_NoTruth().split("test"), index=idx))
+
+
+@pytest.mark.parametrize("attribute", ["Smiling", "Mouth_Slightly_Open"])
+def test_mouth_changes_are_visible_at_64px_even_with_a_beard(attribute):
+    """Issue 3: each attribute is a visible change.  At 64 px a smile (teeth, wider mouth) or an open
+    mouth (a 2-3 px dark gap) must move a dozen-odd pixels strongly, and facial hair must not hide it
+    (lips are drawn over the beard and the mustache)."""
+    d = SynthFaces(resolution=64, n_train_ids=1, n_test_ids=40, images_per_id=1, seed=0)
+    sp = d.split("test")
+    idx = torch.arange(len(sp))
+    p = sp.params.gather(idx)
+    bearded = {**p, "Male": torch.ones(len(idx)), "No_Beard": torch.zeros(len(idx)), "Mustache": torch.ones(len(idx))}
+    counts = []
+    for params in (p, bearded):
+        imgs = []
+        for value in (0.0, 1.0):
+            q = dict(params)
+            q[attribute] = torch.full((len(idx),), value)
+            imgs.append(sp._render(q)[0])
+        strong = ((imgs[1] - imgs[0]).abs().amax(dim=1) > 0.25).flatten(1).sum(dim=1).float()
+        assert strong.min() >= 4, strong
+        counts.append(strong.mean())
+    assert counts[0] >= 15 and counts[1] >= 0.7 * counts[0], counts
 
 
 @pytest.mark.parametrize("resolution", [32, 256])

@@ -24,6 +24,11 @@ from benchmark.data.synthfaces.render import PERSON, render
 from benchmark.registry import register_dataset
 
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
+# Bump whenever the renderer or the factor sampling changes what an image or a label is: the
+# version is part of ``fingerprint()``, which keys every cache built on this dataset (classifiers,
+# FID reference statistics, identity embedders), so stale entries are never reused.
+# 2: mouths drawn to read at 64 px (teeth in a smile, 2-3 px open gap), lips over facial hair.
+RENDERER_VERSION = 2
 
 
 def _to_u8(img: torch.Tensor) -> torch.Tensor:
@@ -187,6 +192,10 @@ class SynthFaces(FaceDataset):
         self.device = torch.device(device)
         self.chunk_size, self.cache_mb = chunk_size, float(cache_mb)
         self._splits: dict[str, SynthFacesSplit] = {}
+
+    def fingerprint(self) -> dict:
+        """The base fingerprint plus ``RENDERER_VERSION``: same options, new renderer -> new content."""
+        return {**super().fingerprint(), "renderer_version": RENDERER_VERSION}
 
     def split(self, name: str) -> SynthFacesSplit:
         self._check_split(name)

@@ -368,48 +368,80 @@ def draw_beard(cv: Canvas, x, y, f: Face, hair, face, px) -> None:
     cv.over(hair * 0.8, alpha, ("No_Beard",))
 
 
-def draw_mouth(cv: Canvas, x, y, f: Face, skin, lit, px) -> None:
-    """Lips, opening, teeth, smile creases: everything Smiling / Mouth_Slightly_Open may move."""
+def mouth_shape(x, y, f: Face) -> dict[str, torch.Tensor]:
+    """Mouth geometry (SDFs) for the current Smiling / Mouth_Slightly_Open state.
+
+    Sizes are chosen to read at 64 px, where one pixel is ~0.026 face units: a smile widens the
+    mouth by ~30 % (1-1.5 px per side), lifts the corners ~2 px and parts the lips on a band of
+    teeth (most CelebA smiles show teeth); an open mouth adds a dark gap of 2-3 px, almost all of it
+    by dropping the lower lip (the jaw opens).  ``es`` tapers every band towards the corners.
+    """
+    v = f.v
+    sm = v("Smiling") * (0.8 + 0.4 * v("smile_size"))
+    mw = f.mw * (1 + 0.30 * sm)
+    u = x / mw
+    es = torch.sqrt((1 - u ** 2).clamp(min=0))
+    yc = f.my - 0.050 * sm * u ** 2 + 0.012 * sm
+    teeth = 0.040 * sm  # height of the teeth band at the centre
+    gap = v("Mouth_Slightly_Open") * (0.075 + 0.025 * v("expression_jitter"))
+    # an opening mouth is mostly the jaw dropping: the upper lip (and a mustache above it) barely moves
+    top = yc - (0.25 * teeth + 0.15 * gap) * es
+    bottom = yc + (0.75 * teeth + 0.85 * gap) * es
+    tu = (0.024 + 0.014 * v("lip_fullness") - 0.005 * f.male) * (1 - 0.2 * sm)
+    bow = 1 - 0.3 * torch.exp(-(u / 0.18) ** 2)
+    outside = (u.abs() - 1) * mw
+    band = lambda a, b: torch.maximum(between(y, a, b), outside)  # noqa: E731
+    # upper teeth hang from the top of the opening: the whole band in a closed smile, a sliver when open
+    teeth_bottom = top + (teeth + 0.2 * gap) * es
+    return {
+        "opening": band(top, bottom),
+        "teeth": torch.maximum(band(top, teeth_bottom), u.abs() - 0.85),
+        "upper": band(top - tu * es * bow, top),
+        "lower": band(bottom, bottom + 1.3 * tu * es),
+        "line": torch.maximum((y - yc).abs() - 0.004, outside),
+        "mw": mw, "yc": yc,
+    }
+
+
+def draw_mouth(cv: Canvas, x, y, f: Face, skin, lit, face, px) -> None:
+    """Lips, opening, teeth, raised cheeks, smile folds: everything Smiling / Mouth_Slightly_Open may move.
+
+    Drawn after the beard and the mustache, so facial hair never hides the lips.
+    """
     v = f.v
     tags = ("Smiling", "Mouth_Slightly_Open", "Male", "Young", "Pale_Skin")
-    sm = v("Smiling") * (0.75 + 0.35 * v("smile_size"))
-    op = v("Mouth_Slightly_Open") * (0.016 + 0.010 * v("expression_jitter") + 0.012 * v("Smiling"))
-    mw = f.mw * (1 + 0.16 * sm)
-    u = x / mw
-    e = (1 - u ** 2).clamp(min=0)
-    es = torch.sqrt(e)
-    yc = f.my - 0.030 * sm * u ** 2 + 0.006 * sm
-    tu = (0.013 + 0.012 * v("lip_fullness") - 0.004 * f.male) * (1 - 0.25 * sm)
-    tl = tu * 1.35
-    lip_col = lerp(skin, palette(v("lip_colour").flatten(), [(0.62, 0.30, 0.30), (0.72, 0.32, 0.35),
-                                                            (0.78, 0.25, 0.28)]), 0.75 - 0.3 * f.male)
-    half_open = 0.5 * op * es
-    outside = u.abs() - 1
-    bow = 1 - 0.3 * torch.exp(-(u / 0.18) ** 2)
-    upper = torch.maximum(between(y, yc - half_open - tu * es * bow, yc - half_open), outside * mw)
-    lower = torch.maximum(between(y, yc + half_open, yc + half_open + tl * es), outside * mw)
-    inner = torch.maximum(between(y, yc - half_open, yc + half_open), outside * mw)
-    teeth_h = half_open * 2 * (0.40 + 0.35 * v("Smiling"))
-    teeth = torch.maximum(inner, y - (yc - half_open + teeth_h))
-    teeth = torch.maximum(teeth, u.abs() - 0.8)
-    crease = torch.maximum((y - yc).abs() - 0.0025, outside * mw)
-    cv.over(rgb(0.22, 0.06, 0.06, x), coverage(inner, px), tags)
-    cv.over(rgb(0.93, 0.91, 0.86, x) * lit.clamp(max=1.0), coverage(teeth, px), tags)
-    cv.over(lip_col * lit * 0.92, coverage(upper, px), tags)
-    cv.over(lip_col * lit * 1.05, coverage(lower, px), tags)
-    cv.over(lip_col * 0.45, coverage(crease, px) * 0.8, tags)
-    # smile creases beside the mouth corners
+    smile_tags = ("Smiling", "Male", "Young", "Pale_Skin")  # cheeks, folds, dimples: not the opening
+    smiling = v("Smiling")
+    m = mouth_shape(x, y, f)
+    inside_face = (face < -px).to(x.dtype)
+    # raised cheek apples: a compact highlight (exactly zero outside its ellipse) under each eye
+    r2 = ((x.abs() - f.ex * 0.95) / 0.095) ** 2 + ((y - f.eye_y - 0.16) / 0.065) ** 2
+    apple = (1 - r2).clamp(min=0) ** 2 * inside_face
+    cheek_col = (skin * lit * 1.15 + 0.06 * rgb(1.0, -0.3, -0.3, skin)).clamp(0, 1)
+    cv.over(cheek_col, apple * 0.6 * smiling, smile_tags)
+    # smile folds: from beside the nose wing, bowing out past the mouth corners
     ax = x.abs()
-    cx = mw + 0.012 + 0.01 * (y - f.my)
-    ck = torch.maximum((ax - cx - 0.004 * sm * ((y - f.my) / 0.03) ** 2).abs() - 0.003,
-                       (y - f.my + 0.005).abs() - 0.028)
-    cv.over(skin * lit * 0.7, coverage(ck, px) * 0.55 * v("Smiling"), tags)
+    t = ((y - f.ny) / (f.my + 0.04 - f.ny)).clamp(0, 1)
+    xf = f.nw * 1.6 + (m["mw"] + 0.035 - f.nw * 1.6) * torch.sin(t * 1.5708)
+    fold = torch.maximum((ax - xf).abs() - 0.008, torch.maximum(f.ny - y, y - f.my - 0.04))
+    cv.over(skin * lit * 0.68, coverage(fold, px) * 0.7 * smiling * inside_face, smile_tags)
+    lip_col = lerp(skin, palette(v("lip_colour").flatten(), [(0.62, 0.30, 0.30), (0.72, 0.32, 0.35),
+                                                            (0.78, 0.25, 0.28)]), 0.85 - 0.25 * f.male) * 0.92
+    cv.over(rgb(0.16, 0.04, 0.04, x), coverage(m["opening"], px), tags)
+    cv.over(rgb(0.95, 0.93, 0.88, x) * lit.clamp(max=1.0), coverage(m["teeth"], px), tags)
+    cv.over(lip_col * lit * 0.88, coverage(m["upper"], px), tags)
+    cv.over(lip_col * lit * 1.05, coverage(m["lower"], px), tags)
+    cv.over(lip_col * 0.4, coverage(m["line"], px) * 0.8, tags)
+    # dimples at the corners of a smile
+    corner = ellipse(ax, y, m["mw"] + 0.006, m["yc"], 0.010, 0.014)
+    cv.over(skin * lit * 0.55, coverage(corner, px) * 0.8 * smiling, smile_tags)
 
 
 def draw_mustache(cv: Canvas, x, y, f: Face, hair, px) -> None:
+    """Above the (resting) upper lip; drawn before the mouth, so it never covers the lips."""
     u = x / (f.mw * 1.12)
-    top = f.ny + 0.022 + 0.012 * u ** 2
-    bottom = f.my - 0.006 + 0.030 * u ** 2
+    top = f.ny + 0.012 + 0.012 * u ** 2
+    bottom = f.my - 0.004 + 0.030 * u ** 2
     sdf = torch.maximum(between(y, top, bottom), (u.abs() - 1) * f.mw)
     tex = 0.85 + 0.15 * torch.sin(x * 300.0 + 40.0 * y)
     cv.over(hair * 0.72 * tex, coverage(sdf, px) * 0.95 * f.v("Mustache"), ("Mustache",))
@@ -505,8 +537,8 @@ def render(p: Params, resolution: int, device: torch.device | str = "cpu", track
     draw_eyes(cv, x, y, f, lit, px)
     draw_brows(cv, x, y, f, hair, px)
     draw_beard(cv, x, y, f, hair, face, px)
-    draw_mouth(cv, x, y, f, skin, lit, px)
     draw_mustache(cv, x, y, f, hair, px)
+    draw_mouth(cv, x, y, f, skin, lit, face, px)
     draw_hair_front(cv, x, y, f, hair, face, px)
     draw_bangs(cv, x, y, f, hair, face, px)
     draw_glasses(cv, x, y, f, px)
