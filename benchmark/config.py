@@ -10,6 +10,7 @@ typo fails with the list of valid keys instead of being silently ignored;
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -71,7 +72,7 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]

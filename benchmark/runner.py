@@ -20,7 +20,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -324,8 +324,3 @@ def shard_cells(cells: list[Cell], k: int, n: int) -> list[Cell]:
     for c in cells:
         groups.setdefault((c.method, c.attribute, c.seed), len(groups))
     return [c for c in cells if groups[(c.method, c.attribute, c.seed)] % n == k]
-
-
-def iter_cells(cfg: Config, dataset: FaceDataset) -> Iterator[Cell]:
-    """For launchers: the cells of a config, in grid order."""
-    yield from expand_cells(cfg, dataset.resolve_attributes(cfg.attributes))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from benchmark.data.base import FaceDataset
 
@@ -77,6 +78,22 @@ class Evaluator(ABC):
     @abstractmethod
     def finalize(self) -> dict[str, float]:
         """{metric_name: value} over everything seen since ``reset``."""
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float images -> uint8 on the CPU, rounded: the quantisation of a saved PNG.
+
+    Scoring networks see what a file on disk would hold, so results do not
+    depend on whether an editor's output went through an image file.
+    """
+    return ((images.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """B×C×H×W -> B×C×size×size, bilinear with antialiasing (a no-op at the right size)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 class RunningMean:

@@ -26,11 +26,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchmark.assets import Asset, cache_root, declare, fetch
+from evaluators.base import to_uint8  # noqa: F401 - re-exported: the quantisation FID sees
 
 # The TorchScript translation of the TF Inception-v3 (2015-12-05) that StyleGAN2-ADA
 # and clean-fid use; url from cleanfid/downloads_helper.py (``inception_url``).
@@ -53,10 +53,6 @@ INCEPTION_ASSET = declare(Asset(
 
 CLEAN_SIZE = 299  # clean-fid's build_resizer("clean") output size
 
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> uint8 with round-half-up, the quantization of a saved PNG."""
-    return ((images.detach().float().cpu() + 1.0) * 127.5).round().clamp_(0, 255).to(torch.uint8)
 
 
 def clean_resize(images_u8: torch.Tensor) -> torch.Tensor:

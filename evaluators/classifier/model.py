@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from benchmark.assets import MissingAssetError, downloads_allowed
+from evaluators.base import resize_square
 from evaluators.classifier.config import ClassifierConfig
 
 # torchvision's ImageNet normalisation (the transforms of its ResNet weights): inputs
@@ -113,10 +113,7 @@ class AttributeClassifier(nn.Module):
         """[-1, 1] images of any size -> normalised network input at the training resolution."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"classifier input must be B×3×H×W, got shape {tuple(images.shape)}")
-        x = images.to(self.device, torch.float32)
-        if x.shape[-2:] != (self.resolution, self.resolution):
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
-                              align_corners=False, antialias=True)
+        x = resize_square(images.to(self.device, torch.float32), self.resolution)
         return normalise(x, self._mean, self._std)
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:

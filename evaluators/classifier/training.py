@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmark.assets import AssetError
 from benchmark.data.base import DataError, FaceDataset, FaceSplit, collate_faces
+from evaluators.base import to_uint8
 from evaluators.classifier import cache
 from evaluators.classifier.config import CODE_VERSION, ClassifierConfig, default_config
 from evaluators.classifier.model import IMAGENET_MEAN, IMAGENET_STD, AttributeClassifier, build_network, normalise
@@ -82,10 +83,6 @@ def _loader(split: FaceSplit | Subset, batch_size: int, num_workers: int) -> Dat
                       collate_fn=collate_faces)
 
 
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def _preload(split: FaceSplit, config: ClassifierConfig, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode the training images once into a uint8 tensor (N×3×H×W) so epochs cost no decoding."""
     n = len(split)
@@ -101,7 +98,7 @@ def _preload(split: FaceSplit, config: ClassifierConfig, resolution: int) -> tup
         if img.shape[-2:] != (resolution, resolution):
             raise DataError(f"dataset {split.dataset.name!r} gave {tuple(img.shape[-2:])} images, "
                             f"expected its resolution {resolution}")
-        images.append(_to_uint8(img))
+        images.append(to_uint8(img))
         labels.append(batch["labels"].float())
     return torch.cat(images), torch.cat(labels)
 

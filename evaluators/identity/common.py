@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.base import DataError
+from evaluators.base import to_uint8
 
 
 def check_images(images: torch.Tensor, what: str = "images") -> None:
@@ -49,7 +50,7 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     """[-1, 1] B×3×H×W -> B×H×W×3 uint8 (C-contiguous), what dlib and PIL expect."""
-    u8 = to_unit_range(images).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    u8 = to_uint8(images).permute(0, 2, 3, 1).numpy()
     return np.ascontiguousarray(u8)
 
 

@@ -65,6 +65,7 @@ from torch.utils.data import DataLoader, Subset
 from benchmark.assets import cache_root
 from benchmark.data.base import DataError, FaceDataset, FaceSplit, collate_faces
 from benchmark.data.synthfaces.params import IDENTITY_PARAM_NAMES as SYNTHFACES_FACTORS
+from evaluators.base import resize_square
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class SynthIdentityNet(nn.Module):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images of any size -> the training resolution."""
-        return _resize(images.float(), self.image_size)
+        return resize_square(images.float(), self.image_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised embedding (what CosFace trains)."""
@@ -222,7 +223,7 @@ class SynthIdentityNet(nn.Module):
         """(unnormalised embedding, raw readout features) from one trunk pass."""
         x = self.prepare(images)
         fmap = self.trunk(x)
-        feats = torch.cat([_resize(x, self.readout_pixels).flatten(1),
+        feats = torch.cat([resize_square(x, self.readout_pixels).flatten(1),
                            F.adaptive_avg_pool2d(fmap, self.readout_grid).flatten(1)], dim=1)
         return self.embed(fmap), feats
 
@@ -248,12 +249,6 @@ class SynthIdentityNet(nn.Module):
             raise DataError(f"id_synth: predicted {tuple(predicted.shape)} and true {tuple(true.shape)} factors "
                             f"must both be B×{len(self.param_names)}")
         return (predicted.double()[:, cols] - true.double()[:, cols]).abs().mean(dim=1)
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 class CosFaceLoss(nn.Module):
@@ -295,7 +290,7 @@ def load_split(split: FaceSplit, size: int, limit: int | None, seed: int, batch_
     loader = DataLoader(Subset(split, chosen), batch_size=batch_size, shuffle=False, collate_fn=collate_faces)
     imgs, ids, params = [], [], []
     for batch in loader:
-        x = _resize(batch["image"].float(), size)
+        x = resize_square(batch["image"].float(), size)
         imgs.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
         ids.append(batch["identity"].long().reshape(-1))
         params.append(torch.as_tensor(split.identity_params(batch["index"])).float())

@@ -92,7 +92,6 @@ def _sample_labels(gen: torch.Generator, n_ids: int, images_per_id: int,
     Eyeglasses 0.05 -> ~0.15 (still mostly men and older people), Mustache 0.06 -> ~0.15 (men only),
     Pale_Skin 0.05 -> ~0.15 (more often women and light skin).
     """
-    n = n_ids * images_per_id
     male = _bern(gen, torch.full((n_ids,), 0.37))
     young = _bern(gen, 0.88 - 0.28 * male)
     blond = _bern(gen, (0.26 - 0.22 * male) * (0.6 + 0.8 * latent[:, IDENTITY_PARAM_NAMES.index("skin_tone")]))
