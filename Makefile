@@ -10,7 +10,7 @@ ARGS     ?=
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.faceedit-installed
 
-.PHONY: bench test test-slow setup clean-venv
+.PHONY: bench test test-slow setup clean-venv reference-fits
 
 setup: $(STAMP)
 
@@ -32,6 +32,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+# Regenerate every shipped reference fit with our own training code (CPU hours; minutes on a GPU):
+# train the default config's fits ignoring the shipped ones, then export that run's stages (fp16).
+reference-fits: $(STAMP)
+	$(PY) run_benchmark.py --config $(CONFIG) --fit-only --retrain --out results/reference-runs $(ARGS)
+	$(PY) -m methods.reference export "$$(ls -d results/reference-runs/*-* | tail -1)"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -208,20 +208,27 @@ def download(asset: Asset, dest: Path) -> None:
         _download_url(asset.url, dest)
 
 
+def _stamp_text(path: Path, asset: Asset) -> str:
+    """What a ``.verified`` stamp holds: the file's size and mtime (ns) when it was verified, and the hash."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{asset.sha256}"
+
+
 def fetch(asset: Asset, cache: Path | None = None, allow_download: bool | None = None) -> Path:
     """The path of the verified asset, downloading it first if allowed.
 
-    A file already in place is verified once and then trusted (a ``.verified``
-    stamp beside it records the hash), so large checkpoints are not re-hashed
-    on every run.
+    A file already in place is verified once and then trusted while it is unchanged: a
+    ``.verified`` stamp beside it records its size, modification time and hash, so large
+    checkpoints are not re-hashed on every run, yet a file rewritten in place (same size,
+    e.g. zeroed weights) is verified again and refused.
     """
     path = asset.path(cache)
     stamp = path.with_name(path.name + ".verified")
     if path.exists():
-        if stamp.exists() and stamp.read_text().strip() == f"{path.stat().st_size}:{asset.sha256}":
+        if stamp.exists() and stamp.read_text().strip() == _stamp_text(path, asset):
             return path
         verify(asset, path)
-        stamp.write_text(f"{path.stat().st_size}:{asset.sha256}")
+        stamp.write_text(_stamp_text(path, asset))
         return path
     if allow_download is None:
         allow_download = downloads_allowed()
@@ -239,7 +246,7 @@ def fetch(asset: Asset, cache: Path | None = None, allow_download: bool | None =
             raise MissingAssetError(missing_message(asset, path, f"download failed ({exc})")) from None
         verify(asset, tmp)
         os.replace(tmp, path)
-        stamp.write_text(f"{path.stat().st_size}:{asset.sha256}")
+        stamp.write_text(_stamp_text(path, asset))
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -263,31 +270,146 @@ def _check_member(root: Path, name: str) -> Path:
     return target
 
 
+_MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit: deeper is a loop or an attack
+
+
+class _TreeView:
+    """The tree an extraction will produce, for resolving paths before anything is written: the
+    archive's own symlinks, over the symlinks already on disk under ``dest`` (when it is not empty)."""
+
+    def __init__(self, dest: Path, links: dict[str, str], look_on_disk: bool):
+        self.dest, self.links, self.look_on_disk = dest, links, look_on_disk
+        self.real_dest = os.path.realpath(dest)
+
+    def link(self, key: str) -> str | None:
+        if key in self.links:
+            return self.links[key]
+        if self.look_on_disk and os.path.islink(self.dest / key):
+            return os.readlink(self.dest / key)
+        return None
+
+    def resolve(self, parts: list[str], member: str, hops: list[int]) -> list[str] | None:
+        """``parts`` (relative to dest) with every link followed; None when it leads outside dest.
+
+        Why simulate instead of checking each link on its own: a chain (``top/b -> ..`` then
+        ``top/b/c -> ..``) is harmless link by link and escapes only once the first link exists.
+        """
+        out: list[str] = []
+        for comp in parts:
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if not out:
+                    return None
+                out.pop()
+                continue
+            out.append(comp)
+            target = self.link("/".join(out))
+            if target is None:
+                continue
+            hops[0] += 1
+            if hops[0] > _MAX_LINK_HOPS:
+                raise UnsafeArchiveError(f"archive link {member!r}: more than {_MAX_LINK_HOPS} symlink hops (a loop?)")
+            if os.path.isabs(target):  # only a link already on disk gets here (archive ones are refused)
+                real = os.path.realpath(target)
+                if os.path.commonpath([real, self.real_dest]) != self.real_dest:
+                    return None
+                out = list(Path(os.path.relpath(real, self.real_dest)).parts)
+                continue
+            resolved = self.resolve(out[:-1] + target.split("/"), member, hops)
+            if resolved is None:
+                return None
+            out = resolved
+        return out
+
+
+def _check_tar_members(dest: Path, members: list[tarfile.TarInfo], look_on_disk: bool) -> None:
+    """Refuse, before anything is written, every member that could land or point outside ``dest``.
+
+    Rules: no absolute or ``..`` names; no device, fifo or other special file; no member written through
+    one of the archive's own symlinks; every symlink and hard link, followed through the archive's
+    links (chains included) and those already under ``dest``, stays inside ``dest``.
+    """
+    links = {m.name.rstrip("/"): m.linkname for m in members if m.issym()}
+    tree = _TreeView(dest, links, look_on_disk)
+    for m in members:
+        _check_member(dest, m.name)
+        parts = PurePosixPath(m.name).parts
+        for k in range(1, len(parts)):
+            prefix = "/".join(parts[:k])
+            if prefix in links:
+                raise UnsafeArchiveError(f"archive member {m.name!r} would be written through the archive's symlink "
+                                         f"{prefix!r} -> {links[prefix]!r}; refusing it")
+        if m.issym() or m.islnk():
+            start = list(parts[:-1]) if m.issym() else []  # a hard link's target is relative to the archive root
+            absolute = PurePosixPath(m.linkname).is_absolute()
+            lands = None if absolute else tree.resolve(start + m.linkname.split("/"), m.name, [0])
+            if lands is None:
+                raise UnsafeArchiveError(f"archive link {m.name!r} -> {m.linkname!r} points outside {dest}")
+        elif not (m.isfile() or m.isdir()):
+            raise UnsafeArchiveError(f"archive member {m.name!r} is a device or fifo")
+
+
+def _snapshot(dest: Path) -> set[str] | None:
+    """Every path under ``dest`` now (None if ``dest`` does not exist): what a failed extraction must keep."""
+    if not dest.is_dir():
+        return None
+    out: set[str] = set()
+    for folder, dirs, files in os.walk(dest):
+        rel = Path(folder).relative_to(dest)
+        out.update(str(rel / n) for n in dirs + files)
+    return out
+
+
+def _remove_new_entries(dest: Path, before: set[str] | None) -> None:
+    """Undo a failed extraction: remove ``dest`` if we created it, else every path that was not there before."""
+    if before is None:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    new = _snapshot(dest) - before
+    for rel in sorted(new, key=lambda r: r.count(os.sep), reverse=True):  # deepest first
+        p = dest / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def safe_extract(archive: str | Path, dest: str | Path) -> Path:
     """Extract a zip or tar archive into ``dest`` after checking every member's path.
 
-    Absolute paths, ``..`` components and (for tar) links pointing outside
-    ``dest`` or device files are refused before anything is written.
+    Absolute paths, ``..`` components, device files and (for tar) links that lead outside ``dest``,
+    directly or through a chain of the archive's own links, are refused before anything is written
+    (``_check_tar_members``).  tarfile's ``data`` filter stays on as a second line; whatever stops
+    the extraction half-way (that filter, a corrupt member, a full disk) is an ``AssetError``
+    naming the archive and member, and what was extracted is removed again.
     """
     archive, dest = Path(archive), Path(dest)
+    before = _snapshot(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                _check_member(dest, info.filename)
-            zf.extractall(dest)
-        return dest
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for m in members:
-                target = _check_member(dest, m.name)
-                if m.issym() or m.islnk():
-                    link_target = (target.parent / m.linkname) if m.issym() else dest / m.linkname
-                    if PurePosixPath(m.linkname).is_absolute() or not _is_within(dest, link_target):
-                        raise UnsafeArchiveError(f"archive link {m.name!r} -> {m.linkname!r} points outside {dest}")
-                elif not (m.isfile() or m.isdir()):
-                    raise UnsafeArchiveError(f"archive member {m.name!r} is a device or fifo")
-            tf.extractall(dest, members=members, filter="data")
-        return dest
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    _check_member(dest, info.filename)
+                zf.extractall(dest)
+            return dest
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                members = tf.getmembers()
+                _check_tar_members(dest, members, look_on_disk=bool(before))
+                tf.extractall(dest, members=members, filter="data")
+            return dest
+    except tarfile.FilterError as exc:
+        _remove_new_entries(dest, before)
+        name = getattr(getattr(exc, "tarinfo", None), "name", "?")
+        raise UnsafeArchiveError(f"{archive}: archive member {name!r} refused ({exc}); nothing was kept") from None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        _remove_new_entries(dest, before)
+        raise AssetError(f"cannot extract {archive} into {dest} ({type(exc).__name__}: {exc}); "
+                         "nothing was kept; delete the archive and fetch it again") from None
+    except BaseException:
+        _remove_new_entries(dest, before)
+        raise
+    _remove_new_entries(dest, before)
     raise AssetError(f"{archive} is neither a zip nor a tar archive")

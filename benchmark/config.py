@@ -6,10 +6,17 @@ Resolution order: ``Config()`` defaults <- the YAML file (``--config``) <-
 evaluated as Python.  Every key is checked against the dataclass fields so a
 typo fails with the list of valid keys instead of being silently ignored;
 ``*_options`` dicts are free-form because they belong to plugins.
+
+An override sets exactly the key it names and keeps everything beside it:
+``data.options.root=X`` changes ``root`` and keeps the file's other dataset
+options, ``method_options.m.lr=0.1`` keeps ``m``'s other options.  Replacing a
+whole mapping is explicit: ``data.options={root: X}``.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -41,6 +48,22 @@ class OutputConfig:
 
 
 @dataclass
+class FitsConfig:
+    """How editor fits are resolved and trained (methods/training.py).
+
+    Resolution order of every training stage: the user's cache, then the reference fit shipped in
+    the repository whose key matches (unless ``reference: false`` or ``--retrain``), then training.
+    The intervals are runtime-only: they never enter a cache key.
+    """
+
+    reference: bool = True  # use shipped reference fits whose key matches
+    log_every: int = 50  # steps between stats.jsonl rows (and progress-bar loss updates)
+    sample_every: int = 1000  # steps between sample grids (fakes<step>.png); 0: only at the end
+    checkpoint_every: int = 500  # steps between resumable checkpoints (also on SIGTERM and at the end)
+    fit_only: bool = False  # train/resolve every fit of the grid, evaluate nothing
+
+
+@dataclass
 class Config:
     """The defaults object: everything a run needs, nothing implicit."""
 
@@ -55,6 +78,7 @@ class Config:
     evaluator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)  # methods.base.Budget fields
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    fits: FitsConfig = field(default_factory=FitsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,31 +148,44 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
 
 
 def _set_dotted(obj: Any, dotted: str, value: Any) -> None:
-    """``a.b.c=value`` onto nested dataclasses; inside a free-form dict, creates keys."""
+    """``a.b.c=value``: walk the dataclasses, then the free-form dicts, and set only the last key.
+
+    Siblings of the key are kept at every level, so an override never drops
+    the other entries of the mapping it goes into; naming the mapping itself
+    (``data.options={...}``) replaces it.
+    """
     parts = dotted.split(".")
-    nested: dict[str, Any] = {}
-    cursor = nested
-    for p in parts[:-1]:
-        cursor = cursor.setdefault(p, {})
-    cursor[parts[-1]] = value
-    _merge_deep(obj, nested)
+    prefix = ""
+    for i, part in enumerate(parts):
+        valid = {f.name for f in fields(obj)}
+        if part not in valid:
+            raise ConfigError(f"unknown config key {prefix + part!r}; valid keys here: {', '.join(sorted(valid))}")
+        rest = parts[i + 1:]
+        current = getattr(obj, part)
+        if not rest:
+            _merge(obj, {part: value}, prefix)
+            return
+        if dataclasses.is_dataclass(current):
+            obj, prefix = current, f"{prefix}{part}."
+            continue
+        if isinstance(current, dict):
+            _merge(obj, {part: _dict_with(current, rest, value, f"{prefix}{part}")}, prefix)
+            return
+        raise ConfigError(f"{prefix}{part} is {current!r}, not a mapping: it has no key {rest[0]!r}")
 
 
-def _merge_deep(obj: Any, updates: dict[str, Any]) -> None:
-    """Like _merge, but merges into existing free-form dicts instead of replacing them."""
-    for key, value in updates.items():
-        current = getattr(obj, key, None) if hasattr(obj, key) else None
-        if isinstance(current, dict) and isinstance(value, dict):
-            merged = _deep_update(dict(current), value)
-            _merge(obj, {key: merged})
-        else:
-            _merge(obj, {key: value})
-
-
-def _deep_update(base: dict, upd: dict) -> dict:
-    for k, v in upd.items():
-        base[k] = _deep_update(dict(base[k]), v) if isinstance(base.get(k), dict) and isinstance(v, dict) else v
-    return base
+def _dict_with(base: dict[str, Any], keys: list[str], value: Any, where: str) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``value`` set at the nested ``keys`` (missing levels are created)."""
+    out = copy.deepcopy(base)
+    cursor = out
+    for key in keys[:-1]:
+        where = f"{where}.{key}"
+        nxt = cursor.setdefault(key, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where} is {nxt!r}, not a mapping; set it whole with {where}={{...}}")
+        cursor = nxt
+    cursor[keys[-1]] = value
+    return out
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -174,9 +211,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if data is None:  # an empty file (or only comments) is almost always a wrong path or a bad save
+            raise ConfigError(f"config file {path} is empty; it needs at least one setting "
+                              "(see configs/smoke.yaml), or drop --config for the built-in defaults")
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         _merge(cfg, data)
@@ -202,20 +242,25 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 
 
 def validate(cfg: Config) -> None:
-    """Value checks that types alone cannot express."""
-    if not cfg.methods:
-        raise ConfigError("methods: at least one method is needed")
-    if not cfg.evaluators:
-        raise ConfigError("evaluators: at least one evaluator is needed")
-    if not cfg.seeds:
-        raise ConfigError("seeds: at least one seed is needed")
-    if not cfg.strengths:
-        raise ConfigError("strengths: at least one strength is needed")
+    """Value checks that types alone cannot express; each failure names the key and the fix."""
+    for group in ("methods", "evaluators", "attributes", "seeds", "strengths"):
+        if not getattr(cfg, group):
+            raise ConfigError(f"{group}: at least one {group[:-1]} is needed" +
+                              (" (names, or local / global / all)" if group == "attributes" else ""))
+    bad = [s for s in cfg.strengths if not math.isfinite(s)]
+    if bad:
+        raise ConfigError(f"strengths: {bad} are not finite numbers; use values like [0.5, 1.0, 2.0]")
     if not 8 <= cfg.data.resolution <= 1024:
         raise ConfigError(f"data.resolution: {cfg.data.resolution} is outside 8..1024")
     if cfg.data.batch_size < 1:
         raise ConfigError("data.batch_size must be >= 1")
-    for group in ("methods", "evaluators", "attributes"):
+    if cfg.data.max_test is not None and cfg.data.max_test < 1:
+        raise ConfigError(f"data.max_test: {cfg.data.max_test} would evaluate no image; use a count >= 1, "
+                          "or null for the whole test split")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers: {cfg.data.num_workers} is negative; use 0 (load in the main "
+                          "process) or a number of worker processes")
+    for group in ("methods", "evaluators", "attributes", "seeds", "strengths"):
         items = getattr(cfg, group)
         dup = {x for x in items if items.count(x) > 1}
         if dup:
@@ -224,5 +269,21 @@ def validate(cfg: Config) -> None:
     extra = set(cfg.budget) - budget_keys
     if extra:
         raise ConfigError(f"budget: unknown keys {sorted(extra)}; valid: {sorted(budget_keys)}")
+    for key in ("steps", "batch_size"):
+        value = cfg.budget.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"budget.{key}: expected a positive integer, got {value!r}")
+    minutes = cfg.budget.get("minutes")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
+        raise ConfigError(f"budget.minutes: expected a positive number, got {minutes!r}")
+    for key in ("log_every", "checkpoint_every"):
+        if getattr(cfg.fits, key) < 1:
+            raise ConfigError(f"fits.{key}: must be >= 1, got {getattr(cfg.fits, key)}")
+    if cfg.fits.sample_every < 0:
+        raise ConfigError(f"fits.sample_every: must be >= 0 (0: only at the end), got {cfg.fits.sample_every}")
     if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    for group in ("method_options", "evaluator_options"):
+        for name, opts in getattr(cfg, group).items():
+            if not isinstance(opts, dict):
+                raise ConfigError(f"{group}.{name}: expected a mapping of options, got {opts!r}")

@@ -2,9 +2,15 @@
 
 * ``results/runs/NNNNN-<config>/`` is created per invocation and never reused
   (``os.mkdir`` is the atomic claim, so two launches cannot share a number).
-* ``results.jsonl`` is append-only: all rows of one cell go in a single
-  ``write`` + ``fsync``, so a killed run leaves whole cells or, at worst, a
-  torn last line that the reader drops and the next append cuts off.
+* ``results.jsonl`` is append-only: all rows of one cell attempt, followed by
+  a closing *marker* row, go in a single ``write`` + ``fsync`` (``append_cell``).
+  A cell counts as finished only when its latest attempt's marker is on disk
+  and announces exactly the rows found, so a killed run leaves whole cells or,
+  at worst, a torn tail that the reader drops, the next append cuts off and
+  ``--resume`` recomputes.  Readers never see marker rows (``read_rows``).
+* Files written before markers existed stay readable; on ``--resume`` their
+  cells count as unfinished (nothing proves they are complete) and are
+  recomputed, the new attempts superseding the old rows.
 * ``results.csv`` is rewritten atomically (temp file + ``os.replace``) from
   the JSONL after every cell, keeping each cell's latest attempt.
 """
@@ -21,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +39,12 @@ ROW_FIELDS = ("method", "dataset", "attribute", "group", "direction", "strength"
               "metric", "value", "n", "status", "error", "seconds")
 CELL_FIELDS = ("method", "dataset", "attribute", "strength", "seed")
 _RUN_RE = re.compile(r"^(\d{5})-")
+# The closing row of a cell attempt: {"marker": MARKER, <CELL_FIELDS>, "attempt": id, "rows": n}.
+MARKER = "cell_complete"
+
+
+class RunDirError(ValueError):
+    """A path given as a run directory is not one (no ``results.jsonl`` / ``config.yaml``)."""
 
 
 @dataclass(frozen=True)
@@ -84,17 +97,49 @@ def _json_value(v: Any) -> Any:
     return v
 
 
-def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Append one cell's rows as a single write; first cut off a torn trailing line, if any."""
-    path = Path(path)
+def _encode(rows: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps({k: _json_value(v) for k, v in r.items()}) + "\n" for r in rows).encode()
+
+
+def _append_blob(path: Path, blob: bytes) -> None:
+    """One ``os.write`` + ``fsync`` with O_APPEND: concurrent shards never interleave inside it."""
     _repair_tail(path)
-    blob = "".join(json.dumps({k: _json_value(v) for k, v in r.items()}) + "\n" for r in rows).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, blob)
+        written = os.write(fd, blob)
         os.fsync(fd)
     finally:
         os.close(fd)
+    if written != len(blob):  # the tail (and so the marker) is missing: the next append repairs the file
+        raise OSError(f"{path}: only {written} of {len(blob)} bytes were written (disk full?)")
+
+
+def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows as a single write, without a closing marker (use ``append_cell`` for a cell's rows)."""
+    _append_blob(Path(path), _encode(rows))
+
+
+def marker_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The closing row of one cell attempt; raises ValueError unless ``rows`` are one attempt of one cell."""
+    if not rows:
+        raise ValueError("append_cell: a cell attempt has at least one row")
+    key, attempt = CellKey.of(rows[0]), rows[0].get("attempt")
+    if not attempt:
+        raise ValueError("append_cell: rows need an 'attempt' id (markers close one attempt)")
+    for r in rows:
+        if CellKey.of(r) != key or r.get("attempt") != attempt:
+            raise ValueError(f"append_cell: rows of several cells or attempts ({CellKey.of(r)}, {r.get('attempt')!r} "
+                             f"vs {key}, {attempt!r})")
+    return {"marker": MARKER, **{f: rows[0][f] for f in CELL_FIELDS}, "attempt": attempt, "rows": len(rows)}
+
+
+def append_cell(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Append one cell attempt's rows plus its closing marker in ONE write + fsync.
+
+    The marker goes last in the same write, so it is on disk only if every row
+    before it is; ``finished_cells`` requires it.
+    """
+    _append_blob(Path(path), _encode([*rows, marker_row(rows)]))
 
 
 def _repair_tail(path: Path) -> None:
@@ -110,12 +155,40 @@ def _repair_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """All complete rows; a torn trailing line is ignored."""
+def is_marker(row: dict[str, Any]) -> bool:
+    """A closing marker row (not data: hidden from every reader)."""
+    return row.get("marker") == MARKER
+
+
+class Rows(list):
+    """Data rows of a results file (markers removed), plus which cell attempts were closed by a marker.
+
+    A plain list to every consumer (report, CSV, pandas); ``closed`` maps
+    (cell, attempt) to the row count its marker announced.
+    """
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), closed: dict[tuple[CellKey, str], int] | None = None):
+        super().__init__(rows)
+        self.closed: dict[tuple[CellKey, str], int] = dict(closed or {})
+
+    @classmethod
+    def split(cls, rows: Iterable[dict[str, Any]]) -> "Rows":
+        """Separate marker rows from data rows (keeps what a ``Rows`` already knows)."""
+        out = cls(closed=getattr(rows, "closed", None))
+        for r in rows:
+            if is_marker(r):
+                out.closed[(CellKey.of(r), str(r.get("attempt", "")))] = int(r.get("rows", -1))
+            else:
+                out.append(r)
+        return out
+
+
+def read_rows(path: str | Path) -> Rows:
+    """All complete data rows (a torn trailing line is ignored); marker rows are kept out, in ``.closed``."""
     path = Path(path)
     if not path.exists():
-        return []
-    rows = []
+        return Rows()
+    parsed = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             if not line.endswith("\n"):
@@ -124,29 +197,67 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            value = row.get("value")
-            row["value"] = float("nan") if value is None else float(value)
-            rows.append(row)
-    return rows
+            if not is_marker(row):
+                value = row.get("value")
+                row["value"] = float("nan") if value is None else float(value)
+            parsed.append(row)
+    return Rows.split(parsed)
 
 
-def latest_attempts(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep, per cell, only the rows of its latest attempt (rows carry an ``attempt`` id)."""
+def _complete(rows: Rows, counts: Counter, key: CellKey, attempt: str) -> bool:
+    """An attempt is complete when its marker is there and announces exactly the rows found."""
+    return rows.closed.get((key, attempt)) == counts[(key, attempt)]
+
+
+def latest_attempts(rows: Iterable[dict[str, Any]]) -> Rows:
+    """Keep, per cell, only the rows of one attempt: its latest complete one, else (old runs) its latest.
+
+    Rows carry an ``attempt`` id; "latest" is the order in the file.  A newer
+    attempt cut short (no marker) never hides a complete older one.
+    """
+    rows = Rows.split(rows)
+    counts = Counter((CellKey.of(r), r.get("attempt", "")) for r in rows)
     last: dict[CellKey, str] = {}
-    rows = list(rows)
+    last_complete: dict[CellKey, str] = {}
     for r in rows:
-        last[CellKey.of(r)] = r.get("attempt", "")
-    return [r for r in rows if r.get("attempt", "") == last[CellKey.of(r)]]
+        key, attempt = CellKey.of(r), r.get("attempt", "")
+        last[key] = attempt
+        if _complete(rows, counts, key, attempt):
+            last_complete[key] = attempt
+    keep = {**last, **last_complete}
+    closed = {k: v for k, v in rows.closed.items() if keep.get(k[0]) == k[1]}
+    return Rows((r for r in rows if r.get("attempt", "") == keep[CellKey.of(r)]), closed)
 
 
 def finished_cells(rows: Iterable[dict[str, Any]]) -> set[CellKey]:
-    """Cells whose latest attempt completed (a cell-level error is retried on --resume)."""
-    done: set[CellKey] = set()
+    """Cells whose latest attempt is complete on disk (its marker is there) and did not fail as a whole.
+
+    A cell-level error (``metric="*"``) is retried on --resume; so is a cell
+    whose rows lack their marker (a kill mid-write, or a run written before
+    markers existed).
+    """
+    rows = Rows.split(rows)
+    counts = Counter((CellKey.of(r), r.get("attempt", "")) for r in rows)
+    last: dict[CellKey, str] = {}
     failed: set[CellKey] = set()
-    for r in latest_attempts(rows):
+    for r in rows:
+        last[CellKey.of(r)] = r.get("attempt", "")
+    for r in rows:
         key = CellKey.of(r)
-        (failed if r["metric"] == "*" and r["status"] == "error" else done).add(key)
-    return done - failed
+        if r.get("attempt", "") == last[key] and r["metric"] == "*" and r["status"] == "error":
+            failed.add(key)
+    return {k for k, a in last.items() if _complete(rows, counts, k, a)} - failed
+
+
+def count_errors(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Errors among ``rows`` (pass latest attempts): failed cells and failed metrics.
+
+    ``skipped`` and ``unavailable`` metrics are not errors: they say why a
+    number is absent, and the same config gives them on every offline machine.
+    """
+    cells = sum(1 for r in rows if r.get("status") == "error" and r.get("metric") == "*")
+    metrics = sum(1 for r in rows if r.get("status") == "error" and r.get("metric") != "*")
+    return {"cells": cells, "metrics": metrics, "total": cells + metrics}
 
 
 def write_csv(jsonl: str | Path, csv_path: str | Path) -> None:
@@ -197,3 +308,16 @@ def environment(device: torch.device, seeds: list[int]) -> dict[str, Any]:
         "seeds": seeds,
     }
     return env
+
+
+def check_run_dir(path: str | Path) -> Path:
+    """``path`` if it holds a run's results, else RunDirError saying what it is instead."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a run directory: no such directory")
+    if not (path / "results.jsonl").is_file():
+        if (path / "config.yaml").is_file():
+            raise RunDirError(f"{path} has no results yet (no results.jsonl); run it with --resume {path}")
+        raise RunDirError(f"{path} is not a run directory: it has no results.jsonl "
+                          "(run directories look like results/runs/00000-default/)")
+    return path

@@ -1,20 +1,22 @@
 """The grid runner: methods × attributes × strengths × seeds on one dataset.
 
-Each cell is independent and idempotent: ``--resume`` skips cells whose rows
-are in ``results.jsonl``; a failing cell (fit or edit raises) records one row
-with ``status=error`` and the grid goes on; a failing *evaluator* records its
-own error row while the cell's other metrics stand.
+Each cell is independent and idempotent: ``--resume`` skips cells whose closing
+marker is in ``results.jsonl`` (``rundir.append_cell``); a failing cell (fit or
+edit raises) records one row with ``status=error`` and the grid goes on; a
+failing *evaluator* records its own error row while the cell's other metrics stand.
 
-Fits are shared by all strengths of a (method, attribute, seed) and cached on
-disk under ``cache_root()/editors/<method>/<content hash>/``.
+Fits are prepared once per (method, attribute, seed), shared by all strengths,
+through the training platform (``methods/training.py``): each stage is cached
+under ``cache_root()/editors/<method>/<stage>-<key>/`` or taken from the
+editor's shipped reference fits, and recorded in the run's ``fits.jsonl``.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
-import os
 import random
-import shutil
 import time
 import traceback
 import uuid
@@ -26,7 +28,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
 
 from benchmark import rundir
 from benchmark.assets import AssetError, cache_root
@@ -34,7 +35,10 @@ from benchmark.config import Config
 from benchmark.data.base import FaceDataset, FaceSplit, collate_faces
 from benchmark.registry import DATASETS, EVALUATORS, METHODS
 from evaluators.base import EvalContext, Evaluator, MetricUnavailable
+from evaluators.judging import JudgeMemo, split_token
 from methods.base import Budget, EditContext, Editor, EditorError
+from benchmark.progress import progress
+from methods.training import FitContext, StageRecord
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +70,27 @@ def seed_everything(seed: int) -> None:
 
 
 def validate_names(cfg: Config) -> None:
-    """Unknown method / evaluator / dataset names fail here, before anything is built."""
+    """Unknown names, bad editor options and impossible method/dataset pairs fail here, before anything is built."""
+    from benchmark.config import ConfigError
+    from methods.training import OptionsError
+
     METHODS.check(cfg.methods)
     EVALUATORS.check(cfg.evaluators)
-    DATASETS.get(cfg.data.name)
+    dataset_cls = DATASETS.get(cfg.data.name)
+    unknown = sorted(set(cfg.method_options) - set(METHODS.names()))
+    if unknown:  # options of a registered method that this grid leaves out are kept, not an error
+        raise ConfigError(f"method_options: unknown method(s) {', '.join(unknown)}; "
+                          f"valid methods: {', '.join(METHODS.names())}")
+    for name in cfg.methods:
+        cls = METHODS.get(name)
+        try:
+            opts = cls.resolve_options(cfg.method_options.get(name, {}), cfg.budget)
+        except OptionsError as exc:
+            raise ConfigError(f"method_options.{name}: {exc}") from None
+        for need in getattr(cls.meta, "requires", ()):
+            if not getattr(dataset_cls, f"has_{need}", False):
+                raise ConfigError(f"method {name!r} needs a dataset with {need}; "
+                                  f"dataset {cfg.data.name!r} has none")
 
 
 def build_dataset(cfg: Config) -> FaceDataset:
@@ -77,9 +98,20 @@ def build_dataset(cfg: Config) -> FaceDataset:
 
 
 def expand_cells(cfg: Config, attributes: list[str]) -> list[Cell]:
-    """The grid in a stable order: fits (method, attribute, seed) are contiguous."""
-    return [Cell(m, a, float(s), int(seed))
-            for m in cfg.methods for a in attributes for seed in cfg.seeds for s in cfg.strengths]
+    """The grid in a stable order: fits (method, attribute, seed) are contiguous.
+
+    An editor that ignores ``strength`` (``meta.uses_strength=False``: the no-op, the oracle) gets
+    one cell per (attribute, seed) at strength 1.0 instead of identical copies per strength.
+    """
+    def strengths(m: str) -> list[float]:
+        try:
+            uses = getattr(METHODS.get(m).meta, "uses_strength", True)
+        except KeyError:  # unknown names are reported by validate_names
+            uses = True
+        return [float(s) for s in cfg.strengths] if uses else [1.0]
+
+    return [Cell(m, a, s, int(seed))
+            for m in cfg.methods for a in attributes for seed in cfg.seeds for s in strengths(m)]
 
 
 class GridRunner:
@@ -92,7 +124,9 @@ class GridRunner:
         self.jsonl = self.run_dir / "results.jsonl"
         self.dataset = build_dataset(cfg)
         self.attributes = self.dataset.resolve_attributes(cfg.attributes)
-        self._editor_cache: dict[tuple[str, str, int], Editor | Exception] = {}
+        self._editor_cache: dict[tuple[str, str, int], Editor | BaseException] = {}
+        self.fit_keys: dict[tuple[str, str, int], str] = {}
+        self.fit_seconds: dict[tuple[str, str, int], float] = {}
         self._test: FaceSplit | None = None
         self.progress = cfg.output.progress
 
@@ -111,54 +145,69 @@ class GridRunner:
 
     # -- editors ----------------------------------------------------------------
     def editor_for(self, method: str, attribute: str, seed: int) -> Editor:
-        """Fit (or load the cached fit of) ``method`` for ``attribute``; errors are remembered, not retried."""
+        """Prepare (train, or load the cached / shipped fit of) ``method`` for ``attribute``.
+
+        Errors are remembered, not retried, for the cells of the same fit; fit time is recorded in
+        ``fits.jsonl`` and ``self.fit_seconds``, never charged to a cell.
+        """
         key = (method, attribute, seed)
         if key not in self._editor_cache:
             # one slot: the grid order keeps a fit's cells contiguous, and editors can be large
             self._editor_cache.clear()
+            start = time.perf_counter()
             try:
                 self._editor_cache[key] = self._fit(method, attribute, seed)
-            except Exception as exc:  # noqa: BLE001 - recorded as the cell's error
+            except (SystemExit, Exception) as exc:  # noqa: BLE001 - recorded as the cells' error
+                if isinstance(exc, SystemExit):
+                    exc = EditorError(f"{method}: sys.exit({exc.code!r}) called while preparing the editor")
                 self._editor_cache[key] = exc
+            self.fit_seconds[key] = round(time.perf_counter() - start, 3)
         result = self._editor_cache[key]
-        if isinstance(result, Exception):
+        if isinstance(result, BaseException):
             raise result
         return result
 
     def _fit(self, method: str, attribute: str, seed: int) -> Editor:
         editor: Editor = METHODS.create(method, **self.cfg.method_options.get(method, {}))
+        editor.apply_budget(self.cfg.budget)
         budget = Budget.from_config(self.cfg.budget)
         seed_everything(seed)
-        if not editor.trainable:
-            editor.fit(self.dataset.split("train"), attribute, budget, self.device, seed)
-            return editor
-        key = editor.cache_key(self.dataset.fingerprint(), attribute, budget, seed)
-        final = cache_root() / "editors" / method / key
-        if (final / "COMPLETE").exists():
-            editor.load(final, self.device)
-            return editor
-        editor.fit(self.dataset.split("train"), attribute, budget, self.device, seed)
-        tmp = final.with_name(f".{key}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        editor.save(tmp)
-        (tmp / "COMPLETE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another job finished the same fit first: keep theirs (same content hash)
-            shutil.rmtree(tmp, ignore_errors=True)
+        fit = FitContext(editor=editor, dataset=self.dataset, attribute=attribute, seed=seed, device=self.device,
+                         fits=dataclasses.asdict(self.cfg.fits), budget=budget, show_progress=self.progress,
+                         on_stage=self._record_stage)
+        editor.prepare(fit)
+        self.fit_keys[(method, attribute, seed)] = fit.fit_key
         return editor
 
+    def _record_stage(self, rec: StageRecord) -> None:
+        """Append one stage resolution to the run's ``fits.jsonl`` (provenance of every number)."""
+        row = {**dataclasses.asdict(rec), "dataset": self.dataset.name}
+        rundir.append_rows(self.run_dir / "fits.jsonl", [row])
+        where = {"cache": "cached", "reference": "shipped reference fit", "trained": "trained"}[rec.source]
+        log.info("fit %s/%s [%s] %s: %s", rec.method, rec.stage, rec.key, where, rec.path)
+
     # -- evaluators -------------------------------------------------------------
+    # Share judge outputs between evaluators, directions and cells (evaluators/judging.py); False
+    # scores every evaluator with its own network calls (the same values, computed again).
+    share_judges: bool = True
+
     def _evaluators(self, attribute: str) -> tuple[dict[int, list[Evaluator]], list[dict[str, Any]]]:
-        """Per direction, the evaluators that apply; rows for those skipped or failing to build."""
+        """Per direction, the evaluators that apply; rows for those skipped or failing to build.
+
+        A metric whose asset is missing is looked for once per run: building it again for every
+        cell costs seconds (LPIPS builds its network before it finds its weights missing).
+        """
         per_dir: dict[int, list[Evaluator]] = {0: [], 1: []}
         notes: list[dict[str, Any]] = []
+        missing: dict[str, str] = self.__dict__.setdefault("_missing_assets", {})
         for name in self.cfg.evaluators:
             cls = EVALUATORS.get(name)
             reason = cls.supports(self.dataset)
             if reason:
                 notes.append({"metric": name, "status": "skipped", "error": reason})
+                continue
+            if name in missing:
+                notes.append({"metric": name, "status": "unavailable", "error": missing[name]})
                 continue
             opts = self.cfg.evaluator_options.get(name, {})
             try:
@@ -168,14 +217,17 @@ class GridRunner:
             except Exception as exc:  # noqa: BLE001 - one metric's failure must not sink the cell
                 status = "unavailable" if isinstance(exc, (AssetError, MetricUnavailable)) else "error"
                 msg = str(exc) if status == "unavailable" else f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, AssetError):  # a file, not this attribute: the same for every cell
+                    missing[name] = msg
                 notes.append({"metric": name, "status": status, "error": msg})
                 per_dir = {t: [e for e in evs if e.name != name] for t, evs in per_dir.items()}
         return per_dir, notes
 
     def _extras(self, evs: list[Evaluator], batch: dict[str, torch.Tensor], attribute: str,
-                target: torch.Tensor) -> dict[str, torch.Tensor]:
+                target: torch.Tensor) -> dict[str, Any]:
+        """The dataset's extras the evaluators ask for (``requires``), for the whole batch."""
         needs = set().union(*(e.requires for e in evs)) if evs else set()
-        extras: dict[str, torch.Tensor] = {}
+        extras: dict[str, Any] = {}
         if "mask" in needs:
             m = self.test_split.region_masks(batch["index"], attribute)
             if m is not None:
@@ -190,15 +242,46 @@ class GridRunner:
             extras["index"] = batch["index"]
         return extras
 
+    def _editor_extras(self, evs: list[Evaluator], given: dict[str, Any], src: torch.Tensor,
+                       method: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """What the editor put into ``EditContext.extras`` that evaluators ask for (``attention``, ``inversion``).
+
+        Returns (tensors on the device, {name: why unusable}). A malformed extra fails the
+        evaluators that need it (their error rows name the editor), never the cell.
+        """
+        needs = set().union(*(e.requires for e in evs)) if evs else set()
+        good: dict[str, torch.Tensor] = {}
+        bad: dict[str, str] = {}
+        for name in EDITOR_EXTRAS:
+            if name not in needs or name not in given or given[name] is None:
+                continue
+            value = given[name]
+            if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[0] != src.shape[0]:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                bad[name] = (f"{method}.edit put {name!r} of {shape} into context.extras; expected a "
+                             f"B×C×H×W tensor with B = {src.shape[0]}, the batch size")
+            else:
+                good[name] = value.detach().to(self.device)
+        return good, bad
+
+    # -- one cell ---------------------------------------------------------------
     # -- one cell ---------------------------------------------------------------
     def run_cell(self, cell: Cell) -> list[dict[str, Any]]:
-        """Edit the test split and evaluate; returns the cell's rows (never raises)."""
-        start = time.perf_counter()
+        """Edit the test split and evaluate; returns the cell's rows (never raises but for interrupts).
+
+        The fit is prepared first and timed apart (``fits.jsonl``); ``seconds`` is the cell's own time.
+        """
         base = {"method": cell.method, "dataset": self.dataset.name, "attribute": cell.attribute,
                 "group": self.dataset.group(cell.attribute), "strength": cell.strength, "seed": cell.seed}
+        start = time.perf_counter()
         try:
-            rows = self._run_cell(cell, base)
-        except Exception as exc:  # noqa: BLE001 - a failing cell is recorded, the grid goes on
+            editor = self.editor_for(cell.method, cell.attribute, cell.seed)
+            base["fit_key"] = self.fit_keys.get((cell.method, cell.attribute, cell.seed), "")
+            start = time.perf_counter()
+            rows = self._run_cell(cell, base, editor)
+        except (SystemExit, Exception) as exc:  # noqa: BLE001 - a failing cell is recorded, the grid goes on
+            if isinstance(exc, SystemExit):
+                exc = EditorError(f"{cell.method}: sys.exit({exc.code!r}) called inside the editor")
             log.error("cell %s failed: %s", cell, exc)
             log.debug("%s", traceback.format_exc())
             rows = [{**base, "direction": "", "metric": "*", "value": math.nan, "n": 0, "status": "error",
@@ -207,43 +290,59 @@ class GridRunner:
         attempt = uuid.uuid4().hex[:12]
         return [{**r, "seconds": seconds, "attempt": attempt} for r in rows]
 
-    def _run_cell(self, cell: Cell, base: dict[str, Any]) -> list[dict[str, Any]]:
-        editor = self.editor_for(cell.method, cell.attribute, cell.seed)
+    def _run_cell(self, cell: Cell, base: dict[str, Any], editor: Editor) -> list[dict[str, Any]]:
         ai = self.dataset.attribute_index(cell.attribute)
         per_dir, notes = self._evaluators(cell.attribute)
+        all_evs = per_dir[0] + per_dir[1]
         counts = {0: 0, 1: 0}
         failed: dict[str, str] = {}
         seed_everything(cell.seed)
         saved = False
-        batches = tqdm(self._loader(), desc=f"{cell.method}/{cell.attribute}", leave=False, unit="batch",
-                       disable=not self.progress)
+        token = split_token(self.dataset, self.test_split.split_name)
+        share = self.share_judges and any("judge_memo" in e.requires for e in all_evs)
+        batches = progress(self._loader(), desc=f"{cell.method}/{cell.attribute}", unit="batch",
+                           enabled=self.progress)
         for batch in batches:
             src = batch["image"].to(self.device)
             labels = batch["labels"].to(self.device)
             target = 1.0 - labels[:, ai]
-            ctx = EditContext(split=self.test_split, index=batch["index"])
+            ctx = EditContext(split=self.test_split, index=batch["index"], extras={})
             with torch.no_grad():
                 edited = editor.edit(src, cell.attribute, target, cell.strength, context=ctx)
-            edited = check_edited(edited, src, cell.method)
+            edited = check_edited(edited, src, cell.method, editor.meta.value_range)
+            given = ctx.extras if isinstance(ctx.extras, dict) else {}
             if not saved and self.cfg.output.save_images > 0:
-                self._save_pair(cell, src, edited)
+                pick = showcase(batch["identity"], target.cpu(), self.cfg.output.save_images).to(src.device)
+                att = given.get("attention")
+                att = att[pick.to(att.device)] if isinstance(att, torch.Tensor) and att.shape[0] == src.shape[0] else att
+                self._save_pair(cell, src[pick], edited[pick], att)
                 saved = True
-            all_evs = per_dir[0] + per_dir[1]
             extras = self._extras(all_evs, batch, cell.attribute, target)
-            for t in (0, 1):
-                sel = target == t
-                if not bool(sel.any()):
-                    continue
-                counts[t] += int(sel.sum())
-                sub = {k: v[sel.to(v.device)] for k, v in extras.items()}
-                for ev in per_dir[t]:
-                    if ev.name in failed:
+            editor_extras, bad = self._editor_extras(all_evs, given, src, cell.method)
+            extras.update(editor_extras)
+            for ev in all_evs:
+                for name in sorted(n for n in ev.requires if n in bad):
+                    failed.setdefault(ev.name, bad[name])
+            memo = JudgeMemo(src, edited, batch["index"], token) if share else None
+            with torch.inference_mode():
+                for t in (0, 1):
+                    sel = target == t
+                    if not bool(sel.any()):
                         continue
-                    try:
-                        ev.update(src[sel], edited[sel], labels[sel], target[sel], **sub)
-                    except Exception as exc:  # noqa: BLE001 - an evaluator's failure is its own row
-                        failed[ev.name] = f"{type(exc).__name__}: {exc}"
-        return self._rows(base, per_dir, counts, failed, notes)
+                    counts[t] += int(sel.sum())
+                    sub = {k: v[sel.to(v.device)] for k, v in extras.items()}
+                    if memo is not None:
+                        sub["judge_memo"] = memo.select(sel)
+                    args = (src[sel], edited[sel], labels[sel], target[sel])
+                    for ev in per_dir[t]:
+                        if ev.name in failed:
+                            continue
+                        try:
+                            ev.update(*args, **sub)
+                        except Exception as exc:  # noqa: BLE001 - an evaluator's failure is its own row
+                            failed[ev.name] = f"{type(exc).__name__}: {exc}"
+        with torch.inference_mode():
+            return self._rows(base, per_dir, counts, failed, notes)
 
     def _rows(self, base: dict[str, Any], per_dir: dict[int, list[Evaluator]], counts: dict[int, int],
               failed: dict[str, str], notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -278,14 +377,41 @@ class GridRunner:
                          "error": "the test split produced no images"})
         return rows
 
-    def _save_pair(self, cell: Cell, src: torch.Tensor, edited: torch.Tensor) -> None:
-        """First K sources over their edits, no padding, so reports can crop exact tiles."""
+    def _save_pair(self, cell: Cell, src: torch.Tensor, edited: torch.Tensor,
+                   attention: Any = None) -> None:
+        """First K sources over their edits, no padding, so reports can crop exact tiles.
+
+        An editor's attention masks (``context.extras["attention"]``, B×1×H×W in [0, 1]) go beside
+        them as ``<slug>_attention.png`` in the same layout: the sources over their masks.
+        """
         k = min(self.cfg.output.save_images, src.shape[0])
-        grid = torch.cat([torch.cat(list(src[:k]), dim=2), torch.cat(list(edited[:k]), dim=2)], dim=1)
         out = self.run_dir / "images"
         out.mkdir(exist_ok=True)
-        key = rundir.CellKey(cell.method, self.dataset.name, cell.attribute, cell.strength, cell.seed)
-        save_image((grid.float().cpu() + 1) / 2, out / f"{key.slug()}.png")
+        slug = rundir.CellKey(cell.method, self.dataset.name, cell.attribute, cell.strength, cell.seed).slug()
+        save_image((_pair_grid(src[:k], edited[:k]).float().cpu() + 1) / 2, out / f"{slug}.png")
+        if isinstance(attention, torch.Tensor) and attention.dim() == 4 and attention.shape[0] >= k \
+                and attention.shape[1] in (1, 3) and attention.shape[-2:] == src.shape[-2:]:
+            masks = attention[:k].detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)
+            save_image(_pair_grid((src[:k].float().cpu() + 1) / 2, masks), out / f"{slug}_attention.png")
+        elif attention is not None:
+            log.warning("%s: attention extra of shape %s not saved (expected B×1×%d×%d)", cell.method,
+                        tuple(getattr(attention, "shape", ())), *src.shape[-2:])
+
+    def run_fits(self, cells: list[Cell]) -> dict[str, int]:
+        """``fits.fit_only``: prepare every fit of ``cells`` (train what is missing), evaluate nothing."""
+        groups = list(dict.fromkeys((c.method, c.attribute, c.seed) for c in cells))
+        stats = {"cells": 0, "skipped": 0, "ok": 0, "error": 0, "fits": len(groups)}
+        for method, attribute, seed in groups:
+            try:
+                self.editor_for(method, attribute, seed)
+                stats["ok"] += 1
+                print(f"fit {method}/{attribute}/seed{seed}: ready "
+                      f"({self.fit_keys.get((method, attribute, seed), '')}, "
+                      f"{self.fit_seconds[(method, attribute, seed)]:.0f} s)", flush=True)
+            except Exception as exc:  # noqa: BLE001 - one failing fit does not stop the others
+                stats["error"] += 1
+                print(f"fit {method}/{attribute}/seed{seed}: FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return stats
 
     # -- the grid ---------------------------------------------------------------
     def run(self, shard: tuple[int, int] | None = None) -> dict[str, int]:
@@ -295,32 +421,98 @@ class GridRunner:
             cells = shard_cells(cells, *shard)
         done = rundir.finished_cells(rundir.read_rows(self.jsonl))
         todo = [c for c in cells if rundir.CellKey(c.method, self.dataset.name, c.attribute, c.strength, c.seed) not in done]
+        if self.cfg.fits.fit_only:
+            return self.run_fits(cells)
         stats = {"cells": len(cells), "skipped": len(cells) - len(todo), "ok": 0, "error": 0}
-        for cell in tqdm(todo, desc="cells", unit="cell", disable=not self.progress):
+        for cell in progress(todo, desc="cells", unit="cell", enabled=self.progress, leave=True):
             rows = self.run_cell(cell)
-            rundir.append_rows(self.jsonl, rows)
+            rundir.append_cell(self.jsonl, rows)
             rundir.write_csv(self.jsonl, self.run_dir / "results.csv")
             stats["error" if any(r["metric"] == "*" for r in rows) else "ok"] += 1
         if not self.jsonl.exists():
             self.jsonl.touch()
         rundir.write_csv(self.jsonl, self.run_dir / "results.csv")
+        self._write_dataset_problems()
         return stats
 
+    def _write_dataset_problems(self) -> None:
+        """The dataset's skipped or refused files (``dataset.problems``) for the report's problems table."""
+        problems = list(getattr(self.dataset, "problems", []) or [])
+        if problems:
+            rundir.atomic_write_text(self.run_dir / "dataset_problems.jsonl",
+                                     "".join(json.dumps(p, default=str) + "\n" for p in problems))
 
-def check_edited(edited: Any, src: torch.Tensor, method: str) -> torch.Tensor:
-    """An editor's output must be a finite tensor shaped like its input; values are clamped to [-1, 1]."""
+
+# what an editor may put into ``EditContext.extras`` for evaluators (evaluators/base.py: EXTRAS)
+EDITOR_EXTRAS = ("attention", "inversion")
+
+
+def _pair_grid(top: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+    """K images over K images: one row each, tiles side by side without padding."""
+    return torch.cat([torch.cat(list(top), dim=2), torch.cat(list(bottom), dim=2)], dim=1)
+
+
+def showcase(identity: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of up to ``k`` images of one batch for the figure grids: distinct identities, directions alternating.
+
+    Deterministic in (identities, targets), so every editor of an attribute shows the same faces.
+    Unknown identities (-1) count as distinct; when the batch runs out, repeats fill the rest.
+    """
+    ids = identity.reshape(-1).tolist()
+    pools = {t: [i for i in range(len(ids)) if float(target[i]) == t] for t in (1.0, 0.0)}
+    chosen: list[int] = []
+    seen: set[int] = set()
+    turn = 1.0
+    while len(chosen) < k and (pools[1.0] or pools[0.0]):
+        pool = pools[turn] or pools[1.0 - turn]
+        i = pool.pop(0)
+        if ids[i] < 0 or ids[i] not in seen:
+            chosen.append(i)
+            seen.add(ids[i])
+            turn = 1.0 - turn
+    rest = [i for i in range(len(ids)) if i not in chosen]
+    return torch.tensor((chosen + rest)[:k], dtype=torch.long)
+
+
+# an output this far outside the declared range is a bug (e.g. [0, 255] output), not rounding
+RANGE_TOLERANCE = 1e-2
+
+
+def check_edited(edited: Any, src: torch.Tensor, method: str,
+                 value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """An editor's output must be a finite tensor shaped like its input, inside [-1, 1] up to rounding.
+
+    Values within ``RANGE_TOLERANCE`` of the range are clamped (float rounding of tanh outputs);
+    anything further out fails the cell naming the editor, never clamped in silence.
+    """
     if not isinstance(edited, torch.Tensor):
         raise EditorError(f"{method}.edit returned {type(edited).__name__}, expected a torch.Tensor")
     if edited.shape != src.shape:
         raise EditorError(f"{method}.edit returned shape {tuple(edited.shape)}, expected {tuple(src.shape)}")
     if not torch.isfinite(edited).all():
         raise EditorError(f"{method}.edit returned non-finite values (a diverged model?)")
+    lo, hi = float(edited.min()), float(edited.max())
+    if lo < -1.0 - RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+        raise EditorError(f"{method}.edit returned values in [{lo:.4g}, {hi:.4g}], outside [-1, 1] "
+                          f"(declared value_range {tuple(value_range)}); editors return images in [-1, 1]")
     return edited.to(src.device, src.dtype).clamp(-1.0, 1.0)
 
 
 def shard_cells(cells: list[Cell], k: int, n: int) -> list[Cell]:
-    """Shard K of N: whole fit groups (method, attribute, seed) round-robin, so no fit runs twice."""
-    groups: dict[tuple[str, str, int], int] = {}
+    """Shard K of N: whole fit groups round-robin, so no fit (or shared stage) runs in two shards.
+
+    A fit group is (method, attribute, seed); for an editor with attribute-independent stages
+    (``Editor.shared_stages``) it is (method, seed), so its shared stage trains in one job only.
+    """
+    groups: dict[tuple, int] = {}
     for c in cells:
-        groups.setdefault((c.method, c.attribute, c.seed), len(groups))
-    return [c for c in cells if groups[(c.method, c.attribute, c.seed)] % n == k]
+        groups.setdefault(_fit_group(c), len(groups))
+    return [c for c in cells if groups[_fit_group(c)] % n == k]
+
+
+def _fit_group(cell: Cell) -> tuple:
+    try:
+        shared = bool(getattr(METHODS.get(cell.method), "shared_stages", ()))
+    except KeyError:  # an unregistered name (validated elsewhere): plain grouping
+        shared = False
+    return (cell.method, cell.seed) if shared else (cell.method, cell.attribute, cell.seed)

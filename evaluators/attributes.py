@@ -11,6 +11,11 @@ Scored by our attribute classifier (``evaluators.classifier``), whose tag
 
 State is three integer counters, so results do not depend on how the images
 are batched.
+
+Under the runner the classifier's outputs come through ``evaluators.judging.JudgeMemo`` (the
+``judge_memo`` extra): source predictions are computed once per batch for every cell of the run,
+and the classifier pass over the edited images is shared with ``fid_classifier`` where the edit is
+8-bit exact (``classifier_outputs``).  The values are those of the direct calls.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import torch
 from benchmark.registry import register_evaluator
 from evaluators.base import EvalContext, Evaluator, shared_model
 from evaluators.classifier import AttributeClassifier, load_classifier
+from evaluators.judging import JudgeMemo, Which
 
 
 def shared_classifier(ctx: EvalContext, config: dict[str, Any] | None, train_if_missing: bool) -> AttributeClassifier:
@@ -31,11 +37,24 @@ def shared_classifier(ctx: EvalContext, config: dict[str, Any] | None, train_if_
     return shared_model(key, lambda: load_classifier(ctx.dataset, ctx.device, config, train_if_missing))
 
 
+def classifier_features(clf: AttributeClassifier, memo: JudgeMemo, which: Which) -> torch.Tensor:
+    """``clf.features`` of the memo's source or edited images, computed once for every evaluator."""
+    return memo.run(clf, "features", which, clf.features)
+
+
+def classifier_logits(clf: AttributeClassifier, memo: JudgeMemo, which: Which) -> torch.Tensor:
+    """``clf.logits`` of the memo's images: the head on the shared features (``logits`` is ``fc(features)``)."""
+    return memo.run(clf, "logits", which, lambda _: clf.net.fc(classifier_features(clf, memo, which)))
+
+
 @register_evaluator("attributes")
 class AttributeEvaluator(Evaluator):
     """Options: ``classifier`` (dict forwarded to ``load_classifier``), ``train_if_missing`` (default true)."""
 
+    requires = frozenset({"judge_memo"})  # optional: outputs shared with other evaluators and cells
     metrics = ("attr_success_<classifier>", "attr_preserve_<classifier>", "attr_source_acc_<classifier>")
+    higher_is_better = {"attr_success_": True, "attr_preserve_": True, "attr_source_acc_": True}
+    option_keys = ("classifier", "train_if_missing")
 
     def __init__(self, ctx: EvalContext, **options: Any):
         super().__init__(ctx, **options)
@@ -58,8 +77,13 @@ class AttributeEvaluator(Evaluator):
             raise ValueError(f"batch sizes differ: source {source.shape[0]}, edited {edited.shape[0]}, "
                              f"target {target.shape[0]}")
         dev = self.classifier.device
-        pred_src = self.classifier.predict(source)
-        pred_edit = self.classifier.predict(edited)
+        memo = extras.get("judge_memo")
+        if isinstance(memo, JudgeMemo) and len(memo) == source.shape[0]:
+            pred_src = (classifier_logits(self.classifier, memo, "source") > 0).long()  # = classifier.predict
+            pred_edit = (classifier_logits(self.classifier, memo, "edited") > 0).long()
+        else:
+            pred_src = self.classifier.predict(source)
+            pred_edit = self.classifier.predict(edited)
         target = target.to(dev).long().view(-1)
         labels = labels.to(dev).long()
         self.n += int(source.shape[0])

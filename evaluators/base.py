@@ -15,6 +15,7 @@ protocol is a different name, never a flag.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -25,8 +26,13 @@ import torch.nn.functional as F
 
 from benchmark.data.base import FaceDataset
 
-# What an evaluator may ask the runner to put into ``update``'s extras.
-EXTRAS = ("mask", "counterfactual", "identity", "index")
+# What an evaluator may ask the runner to put into ``update``'s extras: the dataset's region
+# ``mask``, ``counterfactual``, ``identity`` and ``index``; what the editor put into
+# ``EditContext.extras``: ``attention`` (B×1×H×W in [0, 1], SaGAN) and ``inversion`` (B×3×H×W,
+# the reconstruction before the edit, InterFaceGAN); and ``judge_memo``, a
+# ``evaluators.judging.JudgeMemo`` through which evaluators share judge outputs (optional: an
+# evaluator must score the same without it).  Extras an editor does not give are left out.
+EXTRAS = ("mask", "counterfactual", "identity", "index", "attention", "inversion", "judge_memo")
 
 
 @dataclass
@@ -55,11 +61,32 @@ class Evaluator(ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     # Metric names (with protocol) this evaluator reports; used by --list and reports.
     metrics: ClassVar[tuple[str, ...]] = ()
+    # Which way is better, per metric name or name prefix (longest match wins): True = higher.
+    # Reports draw their arrows from it (``metric_direction``); a metric not covered gets none.
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+    # The keys ``evaluator_options.<name>`` may hold, checked before any model loads; None: not
+    # declared (then ``option_names`` reads explicit keyword parameters of ``__init__``, if any).
+    option_keys: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, ctx: EvalContext, **options: Any):
         self.ctx = ctx
         self.options = {**ctx.options, **options}
         self.reset()
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...] | None:
+        """The option keys this evaluator accepts, or None when it cannot say (``**options`` undeclared).
+
+        Lets the CLI reject a misspelt ``evaluator_options`` key before anything
+        is built, instead of the evaluator ignoring it and running its default.
+        """
+        if cls.option_keys is not None:
+            return tuple(cls.option_keys)
+        params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, ctx
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return tuple(p.name for p in params
+                     if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
     @classmethod
     def supports(cls, dataset: FaceDataset) -> str | None:
@@ -78,6 +105,28 @@ class Evaluator(ABC):
     @abstractmethod
     def finalize(self) -> dict[str, float]:
         """{metric_name: value} over everything seen since ``reset``."""
+
+
+def metric_direction(metric_name: str) -> str | None:
+    """``"higher"`` or ``"lower"`` is better for ``metric_name``, from the registered evaluators' declarations.
+
+    Exact names win over prefixes, longer prefixes over shorter ones; None when
+    no registered evaluator declares the metric (the report then draws no arrow).
+    """
+    from benchmark.registry import EVALUATORS  # lazy: the registry imports evaluator modules
+
+    best: tuple[int, bool] | None = None
+    for name in EVALUATORS.names():
+        for key, higher in getattr(EVALUATORS.get(name), "higher_is_better", {}).items():
+            if metric_name == key:
+                rank = 1 << 30
+            elif metric_name.startswith(key):
+                rank = len(key)
+            else:
+                continue
+            if best is None or rank > best[0]:
+                best = (rank, bool(higher))
+    return None if best is None else ("higher" if best[1] else "lower")
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

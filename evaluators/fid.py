@@ -27,26 +27,28 @@ dataset's resolution, no resize).  The two are not comparable with each other.
 
 Reference statistics of the real set are cached by content hash (dataset
 fingerprint, attribute, value, extractor, preprocessing, sample cap) under
-``cache_root()/fid_refs/``.
+``cache_root()/fid_refs/<key>/stats.npz``, a ``benchmark.cache`` entry whose manifest
+(sha256 + size) is verified before the statistics are used.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from benchmark import cache as entries
 from benchmark.data.base import FaceDataset, collate_faces
 from benchmark.registry import register_evaluator
 from evaluators.base import EvalContext, Evaluator, MetricUnavailable, shared_model
 from evaluators.features import ClassifierFeatures, FeatureExtractor, fid_cache_dir, load_inception
+from evaluators.judging import JudgeMemo
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,23 @@ def frechet_from_moments(a: GaussianMoments, b: GaussianMoments) -> float:
     return float(frechet_distance(a.mean(), a.cov(), b.mean(), b.cov()))
 
 
+def one_blas_thread():
+    """A context that runs numpy's BLAS on one thread (``threadpoolctl``; a no-op without it).
+
+    Why for KID: ``kernel_distance`` makes 300 small matrix products (m×F by F×m, m <= 1,000);
+    OpenBLAS threads cost more than they give there, and on shared cores their spin-waiting
+    costs ~15× the single-threaded CPU time (measured: 0.2-0.3 s against 3-5.5 s per call on 512-d
+    classifier features, the same value to the last bit).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def kid_from_samples(feats1: np.ndarray, feats2: np.ndarray, seed: int = 0) -> float:
     """clean-fid's ``kernel_distance(feats1, feats2)`` with numpy's global RNG seeded, then restored."""
     from cleanfid.fid import kernel_distance
@@ -174,7 +193,8 @@ def kid_from_samples(feats1: np.ndarray, feats2: np.ndarray, seed: int = 0) -> f
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        return float(kernel_distance(feats1, feats2))
+        with one_blas_thread():
+            return float(kernel_distance(feats1, feats2))
     finally:
         np.random.set_state(state)
 
@@ -220,35 +240,41 @@ def _stream_real(dataset: FaceDataset, attribute: str, value: int, extractor: Fe
         stats.update(extractor(batch["image"]))
 
 
-def _save_npz(path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+STATS_FILE = "stats.npz"
+_STATS_ARRAYS = ("n", "shift", "s1", "s2", "kid_sample")
+
+
+def _read_stats(path: Path) -> tuple[GaussianMoments, np.ndarray]:
+    """Moments and KID sample from ``stats.npz``; a missing array is an error (``KeyError`` names it)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in _STATS_ARRAYS}
+    moments = GaussianMoments()
+    moments.n, moments.shift, moments.s1, moments.s2 = int(arrays["n"]), arrays["shift"], arrays["s1"], arrays["s2"]
+    return moments, arrays["kid_sample"]
 
 
 def reference_stats(dataset: FaceDataset, attribute: str, value: int, extractor: FeatureExtractor,
                     kid_cap: int = KID_MAX_SAMPLES, kid_seed: int = 0, batch_size: int = 64
                     ) -> tuple[GaussianMoments, np.ndarray]:
-    """(moments, KID sample) of the real test images with ``attribute == value``, cached on disk."""
-    path = fid_cache_dir() / f"{reference_key(dataset, attribute, value, extractor, kid_cap, kid_seed)}.npz"
-    moments = GaussianMoments()
-    if path.exists():
-        with np.load(path) as z:
-            moments.n, moments.shift, moments.s1, moments.s2 = int(z["n"]), z["shift"], z["s1"], z["s2"]
-            return moments, z["kid_sample"]
-    stats = StreamStats.empty(kid_cap, kid_seed)
-    _stream_real(dataset, attribute, value, extractor, stats, batch_size)
-    m = stats.moments
-    _save_npz(path, n=np.array(m.n), shift=m.shift, s1=m.s1, s2=m.s2, kid_sample=stats.sample.features())
-    log.info("FID reference statistics of %s %s=%d (%d images) cached at %s",
-             dataset.name, attribute, value, m.n, path)
-    return m, stats.sample.features()
+    """(moments, KID sample) of the real test images with ``attribute == value``, cached on disk.
+
+    The cache entry ``fid_refs/<key>/`` (``benchmark.cache``: ``stats.npz`` plus a manifest) is
+    verified before use; a missing, incomplete or corrupt one is recomputed once, under its lock.
+    """
+    entry = fid_cache_dir() / reference_key(dataset, attribute, value, extractor, kid_cap, kid_seed)
+    remedy = f"delete {entry} and run again: the statistics are recomputed from the real test images"
+
+    def build(tmp: Path) -> None:
+        stats = StreamStats.empty(kid_cap, kid_seed)
+        _stream_real(dataset, attribute, value, extractor, stats, batch_size)
+        m = stats.moments
+        np.savez(tmp / STATS_FILE, n=np.array(m.n), shift=m.shift, s1=m.s1, s2=m.s2,
+                 kid_sample=stats.sample.features())
+        log.info("FID reference statistics of %s %s=%d (%d images) cached at %s",
+                 dataset.name, attribute, value, m.n, entry)
+
+    entries.ensure_entry(entry, build, remedy=remedy)
+    return entries.read_entry_file(entry / STATS_FILE, _read_stats, "FID reference statistics", remedy)
 
 
 # -- evaluators -----------------------------------------------------------------------------------
@@ -260,6 +286,7 @@ class CleanFidEvaluator(Evaluator):
     """
 
     requires = frozenset()
+    option_keys = ("kid_max_samples", "kid_seed", "ref_batch_size")
 
     def __init__(self, ctx: EvalContext, **options: Any):
         self.options = opts = {**ctx.options, **options}
@@ -296,6 +323,7 @@ class InceptionFid(CleanFidEvaluator):
     """The standard protocol: clean-fid's TorchScript Inception-v3 (downloaded once, ~92 MB)."""
 
     metrics = ("fid_clean_inception", "kid_clean_inception")
+    higher_is_better = {"fid_clean_inception": False, "kid_clean_inception": False}
 
     def build_extractor(self, ctx: EvalContext) -> FeatureExtractor:
         return shared_model(("fid_inception", str(ctx.device)), lambda: load_inception(ctx.device))
@@ -309,14 +337,42 @@ class ClassifierFid(CleanFidEvaluator):
     """
 
     metrics = ("fid_clean_<classifier>", "kid_clean_<classifier>")
+    higher_is_better = {"fid_clean_": False, "kid_clean_": False}
+    option_keys = ("kid_max_samples", "kid_seed", "ref_batch_size", "classifier")
+    requires = frozenset({"judge_memo"})  # optional: the classifier pass shared with ``attributes``
 
     def build_extractor(self, ctx: EvalContext) -> FeatureExtractor:
         return ClassifierFeatures(self.load_classifier(ctx), ctx.device)
 
     def load_classifier(self, ctx: EvalContext) -> Any:
+        """The process-wide classifier of this config (``attributes`` gets the same object)."""
         try:
-            from evaluators.classifier import load_classifier
+            from evaluators.attributes import shared_classifier
         except ImportError as exc:
             raise MetricUnavailable(f"fid_classifier needs evaluators.classifier ({exc})") from None
-        config = self.options.get("classifier")
-        return load_classifier(ctx.dataset, ctx.device, config=config, train_if_missing=True)
+        return shared_classifier(ctx, self.options.get("classifier"), True)
+
+    def update(self, source: torch.Tensor, edited: torch.Tensor, labels: torch.Tensor, target: torch.Tensor,
+               **extras: torch.Tensor) -> None:
+        memo = extras.get("judge_memo")
+        keep = target.flatten().cpu() == self.ctx.direction
+        if isinstance(memo, JudgeMemo) and len(memo) == edited.shape[0] and bool(keep.all()):
+            self.stats.update(self._features(memo))
+        else:
+            super().update(source, edited, labels, target, **extras)
+
+    def _features(self, memo: JudgeMemo) -> torch.Tensor:
+        """What ``self.extractor(edited)`` returns, through the memo.
+
+        The extractor quantises to 8 bits first; where that leaves the edit unchanged (an 8-bit
+        exact editor) its features are the classifier pass ``attributes`` makes on the same images.
+        """
+        from evaluators.attributes import classifier_features
+
+        clf = self.extractor.classifier
+        q, exact = memo.quantised()
+        if exact:
+            feats = classifier_features(clf, memo, "edited")
+        else:
+            feats = memo.run(clf, "features_of_quantised", "edited", lambda _: clf.features(q.to(self.extractor.device)))
+        return feats.detach().float().cpu().reshape(len(memo), -1)

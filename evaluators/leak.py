@@ -52,6 +52,8 @@ class LeakEvaluator(Evaluator):
 
     requires = frozenset({"mask"})
     metrics = ("leak",)
+    higher_is_better = {"leak": False}
+    option_keys = ()
 
     @classmethod
     def supports(cls, dataset: FaceDataset) -> str | None:

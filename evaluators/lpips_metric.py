@@ -100,6 +100,8 @@ class LpipsEvaluator(Evaluator):
     """Mean LPIPS (alex, v0.1) between each source image and its edit; 0 for the no-op editor."""
 
     metrics = (METRIC,)
+    higher_is_better = {METRIC: False}
+    option_keys = ()
 
     def model(self) -> Any:
         return lpips_model(self.ctx.device)

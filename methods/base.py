@@ -12,8 +12,6 @@ an editor whose native resolution differs resizes inside ``edit``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +36,10 @@ class EditorMeta:
     trainable: bool = True
     assets: tuple[Asset, ...] = ()
     notes: str = ""
+    # what the dataset must provide for the editor to run at all, checked before any model loads:
+    # "counterfactuals" (the SynthFaces oracle), "masks", "identities"
+    requires: tuple[str, ...] = ()
+    uses_strength: bool = True  # False: ``strength`` is ignored, the grid runs one strength (1.0)
 
 
 @dataclass(frozen=True)
@@ -71,15 +73,73 @@ class EditorError(RuntimeError):
 
 
 class Editor(ABC):
-    """Base class of all editors.  Subclasses set ``name`` (via the registry) and ``meta``."""
+    """Base class of all editors.  Subclasses set ``name`` (via the registry) and ``meta``.
+
+    A GAN editor also declares ``Options`` (a ``methods.training.EditorOptions`` dataclass),
+    ``presets`` and ``version``, and overrides ``prepare`` to train through cached stages
+    (docs/training.md). A plain editor only overrides ``fit``/``save``/``load``; its fit then runs
+    as one per-attribute stage named ``fit``.
+    """
 
     name: ClassVar[str] = ""
     meta: ClassVar[EditorMeta]
+    Options: ClassVar[type | None] = None  # an EditorOptions subclass, or None: free-form options
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    default_preset: ClassVar[str] = "cpu"
+    version: ClassVar[int] = 1  # bump when a code change alters what a fit produces
+    # stages keyed without the attribute: a grid shards such an editor by (method, seed) so that
+    # every attribute of one seed runs in one job and the stage trains once
+    shared_stages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any):
         self.options = dict(options)
+        self.opts = self.resolve_options(options)
         self.device = torch.device("cpu")
         self.attribute: str | None = None
+
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], budget: dict[str, Any] | None = None) -> Any:
+        """The validated options object (None for editors without an ``Options`` schema)."""
+        if cls.Options is None:
+            return None
+        from methods.training import resolve_options
+
+        return resolve_options(cls.Options, cls.presets, cls.default_preset, options, budget)
+
+    def apply_budget(self, budget: dict[str, Any]) -> None:
+        """Re-resolve the options with the config's global ``budget:`` (below ``method_options``)."""
+        if self.Options is not None and budget:
+            self.opts = self.resolve_options(self.options, budget)
+
+    @classmethod
+    def describe_options(cls) -> list[str]:
+        """Lines for ``faceedit-bench --list``: options, defaults, presets."""
+        if cls.Options is None:
+            return []
+        from methods.training import describe_options
+
+        return describe_options(cls.Options, cls.presets)
+
+    def prepare(self, fit: Any) -> None:
+        """Make the editor ready to edit (``fit`` is a ``methods.training.FitContext``).
+
+        The default runs the legacy ``fit``/``save``/``load`` as one per-attribute stage, so a plugin
+        written against the plain contract is cached, locked and recorded like every other editor.
+        """
+        self.attribute = fit.attribute
+        if not self.trainable:
+            self.fit(fit.train_split, fit.attribute, fit.budget, fit.device, fit.seed)
+            return
+
+        def train(tc: Any) -> None:
+            self.fit(fit.train_split, fit.attribute, fit.budget, tc.device, fit.seed)
+            self.save(tc.out_dir)
+
+        path = fit.stage("fit", train, per_attribute=True, steps=0,
+                         extra={"budget": {k: v for k, v in asdict(fit.budget).items() if k != "minutes"}})
+        self.load(path, fit.device)
+        self.device = torch.device(fit.device)
+        self.attribute = fit.attribute
 
     # -- training -------------------------------------------------------------
     def fit(self, train_split: FaceSplit, attribute: str, budget: Budget, device: torch.device | str,
@@ -94,15 +154,6 @@ class Editor(ABC):
 
     def load(self, directory: str | Path, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-
-    def cache_key(self, dataset_fingerprint: dict, attribute: str, budget: Budget, seed: int) -> str:
-        """Content hash of everything that determines ``fit``'s result: fits are cached under it."""
-        payload = {
-            "method": self.name, "version": getattr(self, "version", 1), "options": self.options,
-            "dataset": dataset_fingerprint, "attribute": attribute, "budget": asdict(budget), "seed": seed,
-        }
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
 
     # -- editing --------------------------------------------------------------
     @abstractmethod

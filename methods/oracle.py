@@ -10,15 +10,18 @@ from __future__ import annotations
 import torch
 
 from benchmark.registry import register_method
+from methods.training import NoOptions
 from methods.base import EditContext, Editor, EditorError, EditorMeta
 
 
 @register_method("oracle")
 class OracleEditor(Editor):
+    Options = NoOptions
     meta = EditorMeta(
         paper="ground-truth counterfactual (SynthFaces)", native_resolution=None,
-        strength="ignored: the counterfactual is the full flip", trainable=False,
+        strength="ignored: the counterfactual is the full flip", trainable=False, uses_strength=False,
         notes="needs EditContext(split, index) from a dataset with counterfactuals (SynthFaces)",
+        requires=("counterfactuals",),
     )
 
     def edit(self, images: torch.Tensor, attribute: str, target: torch.Tensor, strength: float = 1.0,

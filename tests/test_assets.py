@@ -86,6 +86,16 @@ def test_good_checksum_is_cached_and_not_fetched_twice(server):
     assert server.hits == ["/good"]  # the second fetch used the cache
 
 
+def test_file_rewritten_in_place_is_verified_again(server):
+    """The ``.verified`` stamp must not vouch for a file changed since (same size, zeroed weights)."""
+    asset = _asset(_url(server, "/good"))
+    path = fetch(asset)
+    assert fetch(asset) == path  # stamped: trusted without re-hashing
+    path.write_bytes(bytes(len(PAYLOAD)))  # zeroed, same size
+    with pytest.raises(ChecksumError, match=r"sha256 of .*blob\.bin"):
+        fetch(asset)
+
+
 def test_bad_checksum_leaves_nothing(server):
     with pytest.raises(ChecksumError, match="test-blob"):
         fetch(_asset(_url(server, "/good"), sha="0" * 64))
@@ -261,3 +271,58 @@ def test_safe_extract_refuses_bad_tar_members(tmp_path, member):
         safe_extract(t, tmp_path / "dest")
     assert not (tmp_path / "dest" / "top" / "fine.txt").exists()
     assert not (tmp_path / "evil.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        # each link alone stays inside; followed as extracted, top/x escapes (y is already a link to dest)
+        [_link("top/y", ".."), _link("top/x", "y/..")],
+        # a link inside a link: top/b/c is really dest/c, and its ".." is above dest
+        [_link("top/b", ".."), _link("top/b/c", "..")],
+        # a longer chain of links to links
+        [_link("top/l1", "l2"), _link("top/l2", "l3"), _link("top/l3", "../.."), tarfile.TarInfo("top/ok.txt")],
+        # a loop
+        [_link("top/p", "q"), _link("top/q", "p"), _link("top/r", "p/x")],
+    ],
+    ids=["chain-up", "link-through-link", "long-chain", "loop"],
+)
+def test_safe_extract_refuses_symlink_chains_before_writing(tmp_path, members):
+    """tarfile's own data filter used to be the only stop: a bare FilterError, half a tree left behind."""
+    t = _tar(tmp_path / "chain.tar.gz", [tarfile.TarInfo("top/fine.txt"), *members])
+    staging = tmp_path / ".root.extracting"
+    with pytest.raises(UnsafeArchiveError, match=r"archive (link|member) 'top/"):
+        safe_extract(t, staging)
+    assert not staging.exists()  # nothing extracted, nothing left
+    assert not (tmp_path / "c").exists() and not (tmp_path / "x").exists()
+
+
+def test_safe_extract_follows_links_already_on_disk(tmp_path):
+    """A link already under dest (not in the archive) counts too: refused before anything is written."""
+    dest = tmp_path / "dest"
+    (dest / "top").mkdir(parents=True)
+    (dest / "keep.txt").write_text("was here before")
+    (dest / "top" / "y").symlink_to("..")
+    t = _tar(tmp_path / "late.tar.gz", [tarfile.TarInfo("top/fine.txt"), _link("top/x", "y/..")])
+    with pytest.raises(UnsafeArchiveError, match=r"archive link 'top/x' -> 'y/\.\.' points outside"):
+        safe_extract(t, dest)
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["keep.txt", "top", "top/y"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["fresh-dest", "existing-dest"])
+def test_safe_extract_stopped_half_way_is_an_asset_error_and_removes_its_part(tmp_path, existing):
+    """An archive that breaks after extraction began: one AssetError naming it, and none of its files kept."""
+    from benchmark.assets import AssetError
+
+    good = _tar(tmp_path / "ok.tar.gz", [tarfile.TarInfo("top/a.txt"), tarfile.TarInfo("top/b.txt")],
+                data=bytes(range(256)) * 200)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good.read_bytes()[:-40])  # the gzip stream ends inside the second member
+    dest = tmp_path / "out"
+    if existing:
+        (dest / "top").mkdir(parents=True)
+        (dest / "top" / "keep.txt").write_text("mine")
+    with pytest.raises(AssetError, match=r"cut\.tar\.gz.*nothing was kept"):
+        safe_extract(cut, dest)
+    left = sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) if dest.exists() else None
+    assert left == (["top", "top/keep.txt"] if existing else None)

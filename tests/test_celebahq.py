@@ -336,3 +336,89 @@ def test_stargan_v2_missing(cache_dir):
 def test_download_flag_must_be_a_boolean(tmp_path):
     with pytest.raises(DataError, match="download"):
         DATASETS.create("celebahq", root=str(tmp_path / "absent"), download="false")
+
+
+# -- issue 7: one image per index, containment, bad images, archive chains --------------------------
+
+
+def test_two_names_for_one_image_index_name_both_files(tmp_path):
+    root = _small_root(tmp_path)
+    lines = (root / ATTRIBUTE_FILE).read_text().splitlines()
+    lines[2] = lines[2].replace("0.jpg", "0.png", 1)  # line 3: image 0 as 0.png
+    lines[5] = "00.jpg " + lines[5].split(None, 1)[1]  # line 6: 00.jpg is image 0 too
+    (root / ATTRIBUTE_FILE).write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as err:
+        DATASETS.create("celebahq", root=str(root))
+    msg = str(err.value)
+    assert ATTRIBUTE_FILE in msg and "'0.png' (line 3) and '00.jpg' (line 6) both name image 0" in msg
+
+
+def test_listed_name_is_the_file_opened(tmp_path):
+    root = _small_root(tmp_path)
+    Image.fromarray(np.full((20, 20, 3), 250, np.uint8)).save(root / "CelebA-HQ-img" / "4.png")
+    anno = (root / ATTRIBUTE_FILE).read_text().replace("\n4.jpg ", "\n4.png ")
+    (root / ATTRIBUTE_FILE).write_text(anno)
+    split = DATASETS.create("celebahq", resolution=8, root=str(root)).split("val")
+    k = split.celebahq_idx.tolist().index(4)
+    assert split.paths[k].name == "4.png" and split[k]["image"].mean() > 0.9  # not 4.jpg (value 40)
+
+
+def test_image_symlinked_out_of_the_image_folder_is_refused(tmp_path):
+    root = _small_root(tmp_path)
+    outside = tmp_path / "other_dataset_face.jpg"
+    Image.fromarray(np.full((20, 20, 3), 99, np.uint8)).save(outside)
+    (root / "CelebA-HQ-img" / "3.jpg").unlink()
+    (root / "CelebA-HQ-img" / "3.jpg").symlink_to(outside)
+    ds = DATASETS.create("celebahq", root=str(root), on_bad="skip")
+    with pytest.raises(DataError, match=rf"{ATTRIBUTE_FILE}:6: '3\.jpg' resolves to {outside}, outside the data root"):
+        ds.split("train")
+
+
+def test_bad_celebahq_images_are_skipped_by_name_with_their_line(tmp_path):
+    root = _small_root(tmp_path)
+    (root / "CelebA-HQ-img" / "3.jpg").write_bytes(b"truncated to nothing")
+    with pytest.raises(DataError, match=rf"{ATTRIBUTE_FILE}:6: .*3\.jpg: cannot decode"):
+        DATASETS.create("celebahq", root=str(root)).split("train")
+    ds = DATASETS.create("celebahq", root=str(root), on_bad="skip")
+    assert ds.split("train").celebahq_idx.tolist() == [0]
+    (problem,) = ds.problems
+    assert problem["split"] == "train" and problem["kind"] == "undecodable" and problem["dataset"] == "celebahq"
+    assert problem["file"].endswith("3.jpg") and problem["where"] == f"{root / ATTRIBUTE_FILE}:6"
+
+
+def test_mask_file_symlinked_out_of_the_mask_folder_is_refused(tmp_path):
+    root = _small_root(tmp_path)
+    part = root / MASK_DIR / "0" / "00000_skin.png"
+    part.parent.mkdir(parents=True)
+    outside = tmp_path / "somebody_elses_mask.png"
+    Image.fromarray(np.full((512, 512), 255, np.uint8)).save(outside)
+    part.symlink_to(outside)
+    ds = DATASETS.create("celebahq", resolution=8, root=str(root))
+    with pytest.raises(DataError, match="mask of CelebA-HQ image 0.*outside the data root"):
+        ds.split("train").region_masks(torch.tensor([0]), "Rosy_Cheeks")
+
+
+def test_download_of_an_archive_with_a_symlink_chain_is_refused_and_cleaned_up(tmp_path, cache_dir, monkeypatch):
+    """Was: tarfile's LinkOutsideDestinationError (a traceback in the CLI) and a half-extracted staging folder."""
+    import io
+    import tarfile
+
+    from benchmark.assets import AssetError
+
+    monkeypatch.delenv("FACEEDIT_OFFLINE", raising=False)
+    archive = tmp_path / "CelebAMask-HQ.tar"
+    with tarfile.open(archive, "w") as tf:
+        body = b"5\n" + " ".join(CELEBA_ATTRIBUTE_NAMES).encode() + b"\n"
+        info = tarfile.TarInfo(f"CelebAMask-HQ/{ATTRIBUTE_FILE}")
+        info.size = len(body)
+        tf.addfile(info, io.BytesIO(body))
+        for name, target in (("CelebAMask-HQ/y", ".."), ("CelebAMask-HQ/x", "y/..")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tf.addfile(link)
+    asset = Asset(name="CelebAMask-HQ", url=archive.as_uri(), filename="CelebAMask-HQ.tar", sha256=None,
+                  subdir="datasets", how_to_get="test")
+    root = cache_dir / "datasets" / "CelebAMask-HQ"
+    with pytest.raises(AssetError, match=r"archive link 'CelebAMask-HQ/x' -> 'y/\.\.' points outside"):
+        ensure_extracted(asset, root, ATTRIBUTE_FILE, download=True, layout="test")
+    assert not root.exists() and not list(root.parent.glob(".*extracting*"))

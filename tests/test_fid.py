@@ -150,13 +150,13 @@ def test_fid_of_real_set_with_itself_is_zero_and_cached():
     assert abs(same[f"fid_clean_{TAG}"]) < 1e-6 * other[f"fid_clean_{TAG}"]
     from evaluators.features import fid_cache_dir
 
-    cached = sorted(fid_cache_dir().glob("*.npz"))
+    cached = sorted(fid_cache_dir().glob("*/stats.npz"))
     assert len(cached) == 1  # the reference statistics of (Smiling, 1), computed once
     stamp = cached[0].stat().st_mtime_ns
     again = _stream(TinyFid(EvalContext(ds, "Smiling", direction=1, device=CPU)), real, batch=16)
     assert again == same and cached[0].stat().st_mtime_ns == stamp
     _stream(TinyFid(EvalContext(ds, "Smiling", direction=0, device=CPU)), real, batch=16)
-    assert len(list(fid_cache_dir().glob("*.npz"))) == 2  # another value, another key
+    assert len(list(fid_cache_dir().glob("*/stats.npz"))) == 2  # another value, another key
 
 
 def test_only_images_of_the_direction_are_counted():

@@ -121,3 +121,136 @@ def test_real_samples_csv():
     for k in range(len(split)):  # StarGAN v2 sorted these faces into female/male folders
         assert split.labels[k, male].item() == (split.paths[k].parent.name == "male")
     assert split[0]["image"].shape == (3, 32, 32)
+
+
+# -- issue 7: root containment, all bad files at once, skip policy, CSV shape, duplicates ---------
+
+
+def _csv(root: Path, header: list[str], rows: list[list]) -> None:
+    with open(root / "attributes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _face(path: Path, value: int = 128) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((12, 12, 3), value, np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("escape", ["dotdot", "absolute", "symlink", "symlinked-folder"])
+def test_paths_outside_the_root_are_refused_with_the_csv_line(tmp_path, escape):
+    root, outside = tmp_path / "faces", tmp_path / "elsewhere" / "face.png"
+    _face(outside, 200)
+    _face(root / "a.png")
+    name = {"dotdot": "../elsewhere/face.png", "absolute": str(outside), "symlink": "link.png",
+            "symlinked-folder": "sub/face.png"}[escape]
+    if escape == "symlink":
+        (root / "link.png").symlink_to(outside)
+    if escape == "symlinked-folder":
+        (root / "sub").symlink_to(outside.parent, target_is_directory=True)
+    _csv(root, ["filename", "Smiling"], [["a.png", 1], [name, 0]])
+    for policy in ({}, {"on_bad": "skip", "on_missing": "skip"}):  # never skipped: always an error
+        with pytest.raises(DataError) as err:
+            DATASETS.create("image_folder", resolution=8, root=str(root), **policy)
+        msg = str(err.value)
+        assert f"attributes.csv:3: {name!r} resolves to {outside}" in msg and "outside the data root" in msg
+
+
+def test_links_and_dotdot_that_stay_inside_the_root_are_fine(tmp_path):
+    root = tmp_path / "faces"
+    _face(root / "imgs" / "a.png", 10)
+    _face(root / "b.png", 240)
+    (root / "alias.png").symlink_to(root / "imgs" / "a.png")
+    _csv(root, ["filename", "Smiling", "split"], [["alias.png", 1, "train"], ["imgs/../b.png", 0, "train"]])
+    linked_root = tmp_path / "linked"
+    linked_root.symlink_to(root, target_is_directory=True)  # the root itself may be a link (data on another disk)
+    split = DATASETS.create("image_folder", resolution=8, root=str(linked_root)).split("train")
+    assert split.paths == [root / "imgs" / "a.png", root / "b.png"]
+    assert split[0]["image"].mean() < -0.8 and split[1]["image"].mean() > 0.8
+
+
+def _bad_folder(tmp_path: Path) -> Path:
+    """Two good faces and one of each bad kind, all in the train split (CSV lines 2..8)."""
+    root = tmp_path / "faces"
+    _face(root / "good1.png")
+    _face(root / "good2.png")
+    (root / "junk.jpg").write_bytes(b"not an image")
+    (root / "x.jpg").mkdir()
+    ims = [Image.fromarray(np.full((12, 12, 3), v, np.uint8)) for v in (0, 255)]
+    ims[0].save(root / "anim.gif", save_all=True, append_images=ims[1:])
+    names = ["good1.png", "junk.jpg", "x.jpg", "gone.png", "anim.gif", "good2.png"]
+    _csv(root, ["filename", "Male", "split"], [[n, k % 2, "train"] for k, n in enumerate(names)])
+    return root
+
+
+def test_every_bad_image_is_reported_at_once_with_its_line(tmp_path):
+    root = _bad_folder(tmp_path)
+    ds = DATASETS.create("image_folder", resolution=8, root=str(root))
+    with pytest.raises(DataError) as err:
+        ds.split("train")
+    msg = str(err.value)
+    assert "4 of 6 listed images are unusable" in msg
+    for line, name, reason in [(3, "junk.jpg", "cannot decode"), (4, "x.jpg", "is a directory"),
+                               (5, "gone.png", "not found"), (6, "anim.gif", "animated")]:
+        assert f"attributes.csv:{line}: {root / name}: " in msg, line
+        assert reason in msg.split(f"{root / name}: ", 1)[1].split("\n")[0], name
+    assert "on_bad: skip" in msg
+
+
+def test_on_bad_skip_leaves_out_every_bad_file_and_names_them(tmp_path):
+    root = _bad_folder(tmp_path)
+    with pytest.raises(DataError, match="4 of 6"):  # on_missing: skip alone covers only gone.png
+        DATASETS.create("image_folder", resolution=8, root=str(root), on_missing="skip").split("train")
+    ds = DATASETS.create("image_folder", resolution=8, root=str(root), on_bad="skip")
+    split = ds.split("train")
+    assert [p.name for p in split.paths] == ["good1.png", "good2.png"]
+    assert split.labels_matrix().tolist() == [[0.0], [1.0]]  # labels stay with their own rows
+    assert [(p["split"], Path(p["file"]).name, p["where"].rsplit(":", 1)[1], p["kind"]) for p in ds.problems] == [
+        ("train", "junk.jpg", "3", "undecodable"), ("train", "x.jpg", "4", "directory"),
+        ("train", "gone.png", "5", "missing"), ("train", "anim.gif", "6", "animated")]
+    assert all(p["dataset"] == "image_folder" and p["action"] == "skipped" and p["reason"] for p in ds.problems)
+    assert ds.split("train") is split and len(ds.problems) == 4  # checked once, recorded once
+
+
+def test_validate_decode_finds_truncated_files_up_front(tmp_path):
+    root = tmp_path / "faces"
+    root.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8)).save(root / "a.jpg")
+    data = (root / "a.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(data[: len(data) // 2])
+    _csv(root, ["filename", "Male", "split"], [["a.jpg", 1, "test"], ["cut.jpg", 0, "test"]])
+    lazy = DATASETS.create("image_folder", resolution=8, root=str(root)).split("test")  # header intact
+    with pytest.raises(DataError, match="cut.jpg"):
+        lazy[1]  # still named when read
+    with pytest.raises(DataError, match=r"attributes\.csv:3: .*cut\.jpg: cannot decode"):
+        DATASETS.create("image_folder", resolution=8, root=str(root), validate="decode").split("test")
+    with pytest.raises(DataError, match="validate must be one of"):
+        DATASETS.create("image_folder", root=str(root), validate="full")
+
+
+@pytest.mark.parametrize("row, message", [
+    (["b.png", 1, 0, "extra"], r"attributes\.csv:3: 4 values, but the header has 3 columns \(extra: \['extra'\]\)"),
+    (["b.png", 1], r"attributes\.csv:3: 2 values, but the header has 3 columns \(missing: \['Male'\]\)"),
+])
+def test_row_length_must_match_the_header(tmp_path, row, message):
+    root = tmp_path / "faces"
+    _face(root / "a.png")
+    _face(root / "b.png")
+    _csv(root, ["filename", "Smiling", "Male"], [["a.png", 1, 1], row])
+    with pytest.raises(DataError, match=message):
+        DATASETS.create("image_folder", root=str(root))
+
+
+def test_duplicate_rows_name_the_file_and_lines(tmp_path):
+    root = tmp_path / "faces"
+    for n in ("a.png", "b.png", "c.png"):
+        _face(root / n)
+    (root / "same_as_c.png").symlink_to(root / "c.png")
+    _csv(root, ["filename", "Male"], [["a.png", 1], ["b.png", 0], ["a.png", 0], ["c.png", 1], ["./same_as_c.png", 1]])
+    with pytest.raises(DataError) as err:
+        DATASETS.create("image_folder", root=str(root))
+    msg = str(err.value)
+    assert "2 file(s) listed more than once" in msg
+    assert "'a.png' on lines 2, 4" in msg
+    assert "'c.png' on lines 5, 6 (as './same_as_c.png')" in msg

@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageFile
 
 from benchmark.data.base import DataError
-from benchmark.data.images import BACKGROUND, MIN_SIZE, load_rgb
+from benchmark.data.images import BACKGROUND, MIN_SIZE, ImagePolicy, check_listed_images, load_rgb, probe_image
 
 
 def _to_unit(t: torch.Tensor) -> np.ndarray:
@@ -146,3 +146,92 @@ def test_downscale_is_antialiased(tmp_path):
     Image.fromarray(board, mode="L").save(tmp_path / "board.png")
     out = _to_unit(load_rgb(tmp_path / "board.png", 8))
     assert np.abs(out - 0.5).max() < 0.1
+
+
+# -- issue 7: bit depth read from the values, animations, directories, up-front checks ---------------
+
+
+def test_mode_i_tiff_holding_8_bit_values_is_not_divided_by_65535(tmp_path):
+    """32-bit integer TIFFs written by tools that keep 8-bit data: a face, not a black square."""
+    ramp = np.linspace(0, 255, 32 * 32).round().reshape(32, 32)
+    Image.frombytes("I", (32, 32), ramp.astype("<i4").tobytes()).save(tmp_path / "eight.tif")
+    assert Image.open(tmp_path / "eight.tif").mode == "I"
+    out = _to_unit(load_rgb(tmp_path / "eight.tif", 32))[:, :, 0]
+    np.testing.assert_allclose(out, ramp / 255.0, atol=1e-4)
+    assert out.max() == pytest.approx(1.0, abs=1e-4)  # was 255/65535 = 0.004: almost black
+
+
+def _animated_gif(path, frames: int = 3) -> None:
+    ims = [Image.fromarray(np.full((16, 16, 3), 60 * k, np.uint8)) for k in range(frames)]
+    ims[0].save(path, save_all=True, append_images=ims[1:], duration=100, loop=0)
+
+
+def test_animated_gif_is_refused_by_name(tmp_path):
+    _animated_gif(tmp_path / "anim.gif")
+    with pytest.raises(DataError, match=r"anim\.gif is animated \(GIF, 3 frames\).*still image"):
+        load_rgb(tmp_path / "anim.gif", 16)
+    assert probe_image(tmp_path / "anim.gif")[0] == "animated"  # found up front, too
+    Image.fromarray(_noise(16, 16)).save(tmp_path / "still.gif")  # a one-frame GIF is an image like any other
+    assert load_rgb(tmp_path / "still.gif", 16).shape == (3, 16, 16)
+
+
+def test_directory_named_like_an_image_says_so(tmp_path):
+    (tmp_path / "x.jpg").mkdir()
+    with pytest.raises(DataError, match=r"is a directory, not an image file: .*x\.jpg"):
+        load_rgb(tmp_path / "x.jpg", 16)
+    with pytest.raises(DataError, match=r"image file not found: .*absent\.jpg"):
+        load_rgb(tmp_path / "absent.jpg", 16)
+
+
+def test_probe_depths(tmp_path):
+    """header finds what a header shows; decode also finds cut image data; none checks existence only."""
+    Image.fromarray(_noise(64, 64)).save(tmp_path / "full.jpg", quality=95)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG but not really")
+    Image.fromarray(_noise(MIN_SIZE - 1, 30)).save(tmp_path / "tiny.png")
+    assert probe_image(tmp_path / "full.jpg", "decode") is None
+    assert probe_image(tmp_path / "cut.jpg", "header") is None  # the header is intact
+    kind, reason = probe_image(tmp_path / "cut.jpg", "decode")
+    assert kind == "undecodable" and "cut.jpg" in reason
+    assert probe_image(tmp_path / "junk.png", "header")[0] == "undecodable"
+    assert probe_image(tmp_path / "junk.png", "none") is None
+    assert probe_image(tmp_path / "tiny.png", "header")[0] == "too_small"
+    assert probe_image(tmp_path / "nope.png", "none")[0] == "missing"
+
+
+def test_check_listed_images_reports_all_then_applies_the_policy(tmp_path):
+    Image.fromarray(_noise(16, 16)).save(tmp_path / "ok.png")
+    (tmp_path / "junk.jpg").write_bytes(b"garbage")
+    (tmp_path / "dir.jpg").mkdir()
+    _animated_gif(tmp_path / "anim.gif")
+    names = ["ok.png", "junk.jpg", "gone.png", "dir.jpg", "anim.gif"]
+    paths = [tmp_path / n for n in names]
+    where = [f"list.csv:{k + 2}" for k in range(len(names))]
+    with pytest.raises(DataError) as err:
+        check_listed_images(paths, where, ImagePolicy(), "test split")
+    msg = str(err.value)
+    assert "4 of 5 listed images are unusable" in msg
+    for line, name, reason in [(3, "junk.jpg", "cannot decode"), (4, "gone.png", "not found"),
+                               (5, "dir.jpg", "is a directory"), (6, "anim.gif", "animated")]:
+        assert f"list.csv:{line}: {tmp_path / name}: " in msg and reason in msg.split(name, 1)[1].split("\n")[0]
+    with pytest.raises(DataError, match="4 of 5"):  # on_missing: skip covers missing files only
+        check_listed_images(paths, where, ImagePolicy(on_missing="skip"), "test split")
+    keep, problems = check_listed_images(paths, where, ImagePolicy(on_bad="skip"), "test split")
+    assert keep.tolist() == [0]
+    assert [(p["where"], p["kind"]) for p in problems] == [
+        ("list.csv:3", "undecodable"), ("list.csv:4", "missing"), ("list.csv:5", "directory"),
+        ("list.csv:6", "animated")]
+    assert all(p["file"] == str(tmp_path / names[k + 1]) and p["action"] == "skipped" for k, p in enumerate(problems))
+    with pytest.raises(DataError, match="None is left"):
+        check_listed_images(paths[1:], where[1:], ImagePolicy(on_bad="skip"), "test split")
+    keep, _ = check_listed_images(paths, where, ImagePolicy(on_bad="skip"), "test split", limit=0)
+    assert keep.tolist() == []  # max_items 0: nothing checked, nothing reported
+
+
+def test_policy_options_are_checked():
+    policy = ImagePolicy.from_options({"on_bad": "skip", "validate": "decode"}, "x")
+    assert policy == ImagePolicy("error", "skip", "decode")
+    for key, bad in [("on_bad", "ignore"), ("on_missing", True), ("validate", "full")]:
+        with pytest.raises(DataError, match=rf"x: option {key} must be one of"):
+            ImagePolicy.from_options({key: bad}, "x")

@@ -21,8 +21,8 @@ BASE = ["data.name=toy-faces", "data.resolution=16", "data.batch_size=4", "evalu
         "device=cpu", "output.progress=false"]
 
 
-def run_cli(tmp_path: Path, *overrides: str) -> Path:
-    assert main(["--out", str(tmp_path / "runs"), *BASE, *overrides]) == 0
+def run_cli(tmp_path: Path, *overrides: str, code: int = 0) -> Path:
+    assert main(["--out", str(tmp_path / "runs"), *BASE, *overrides]) == code
     runs = sorted((tmp_path / "runs").iterdir())
     return runs[-1]
 
@@ -37,7 +37,7 @@ def test_grid_rows_follow_the_long_format(tmp_path, cache_dir):
     assert tuple(df.columns) == rundir.ROW_FIELDS
     assert set(df["direction"]) == {"0to1", "1to0", "mean"}
     cells = df.groupby(["method", "attribute", "strength", "seed"]).ngroups
-    assert cells == 2 * 2 * 2 * 2
+    assert cells == 2 * 2 * 2 + 2 * 2  # toy-flip over both strengths; identity ignores strength: one each
     ident = df[(df.method == "identity") & (df.metric == "mean_abs_change")]
     assert (ident["value"] == 0).all()
     flip = df[(df.method == "toy-flip") & (df.attribute == "Male") & (df.direction != "mean")]
@@ -61,7 +61,7 @@ def test_run_dirs_are_numbered_never_overwritten(tmp_path, cache_dir):
 
 def test_failing_cell_is_recorded_and_grid_goes_on(tmp_path, cache_dir):
     run = run_cli(tmp_path, "methods=[toy-flip,identity]", "attributes=[Smiling,Male]",
-                  "method_options.toy-flip.fail_on=Smiling")
+                  "method_options.toy-flip.fail_on=Smiling", code=1)
     df = pd.read_csv(run / "results.csv")
     err = df[df.status == "error"]
     assert len(err) == 1
@@ -79,7 +79,9 @@ def test_editor_output_is_validated(tmp_path, cache_dir):
         check_edited(torch.zeros(2, 3, 4, 4), src, "m")
     with pytest.raises(Exception, match="non-finite"):
         check_edited(torch.full((2, 3, 8, 8), float("nan")), src, "m")
-    assert check_edited(torch.full((2, 3, 8, 8), 3.0), src, "m").max() == 1.0
+    with pytest.raises(Exception, match=r"outside \[-1, 1\]"):  # [0, 255]-style output is a bug, never clamped
+        check_edited(torch.full((2, 3, 8, 8), 3.0), src, "m")
+    assert check_edited(torch.full((2, 3, 8, 8), 1.004), src, "m").max() == 1.0  # rounding is clamped
 
 
 def test_unknown_names_fail_before_anything_runs(tmp_path, capsys):
@@ -149,7 +151,8 @@ def test_resume_refuses_overrides_that_change_numbers(tmp_path, cache_dir, capsy
 
 
 def test_errored_cell_is_retried_on_resume(tmp_path, cache_dir):
-    run = run_cli(tmp_path, "methods=[toy-flip]", "attributes=[Smiling,Male]", "method_options.toy-flip.fail_on=Smiling")
+    run = run_cli(tmp_path, "methods=[toy-flip]", "attributes=[Smiling,Male]", "method_options.toy-flip.fail_on=Smiling",
+                  code=1)
     cfg = run / "config.yaml"
     cfg.write_text(cfg.read_text().replace("fail_on: Smiling", "fail_on: none"))
     assert main(["--resume", str(run), "output.progress=false"]) == 0
@@ -178,7 +181,7 @@ def test_shards_partition_the_grid_and_share_one_run(tmp_path, cache_dir, capsys
         assert main(["--resume", str(run), "--shard", f"{k}/2", "output.progress=false"]) == 0
     df = pd.read_csv(run / "results.csv")
     assert df.groupby(["method", "attribute"]).ngroups == 4
-    assert len(list(run.glob("env*.json"))) == 2
+    assert len(list(run.glob("env*.json"))) == 3  # --init, then one per shard
 
 
 def test_slurm_launcher_writes_an_array_script(tmp_path, cache_dir, capsys):

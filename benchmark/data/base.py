@@ -16,8 +16,10 @@ batch only carries them when an evaluator needs them.
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
 import torch
@@ -105,6 +107,9 @@ class FaceDataset(ABC):
     def __init__(self, resolution: int = 64, **options):
         self.resolution = int(resolution)
         self.options = options
+        # Listed files left out of a split under a ``skip`` policy, one dict each (see
+        # ``benchmark.data.images.check_listed_images``): a run's problems report lists them by name.
+        self.problems: list[dict] = []
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
@@ -145,6 +150,55 @@ class FaceDataset(ABC):
     def _check_split(self, name: str) -> None:
         if name not in self.split_names:
             raise UnknownNameError(f"split of dataset {self.name!r}", name, list(self.split_names))
+
+
+class RootResolver:
+    """Resolves paths under one data root and refuses those that lead outside it (``resolve_inside``).
+
+    Why a class: a dataset resolves tens of thousands of names in a few folders, and a full
+    ``realpath`` per name costs ~20-60 µs (one ``lstat`` per path component).  Each folder's real
+    path is resolved once per resolver, then only the file itself is checked for being a link.
+    Keep one resolver for one batch of names (a label file); the folder cache is not refreshed.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = os.fspath(root)
+        self.real_root = os.path.realpath(self.root)
+        self._dirs: dict[str, str] = {}
+
+    def real_path(self, relpath: str | os.PathLike) -> str:
+        """``realpath(root/relpath)``, with folder resolutions cached."""
+        joined = os.path.join(self.real_root, relpath)
+        parent, leaf = os.path.split(joined)
+        if leaf in ("", ".", ".."):
+            return os.path.realpath(joined)
+        if parent not in self._dirs:
+            self._dirs[parent] = os.path.realpath(parent)
+        candidate = os.path.join(self._dirs[parent], leaf)
+        return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+    def resolve(self, relpath: str | os.PathLike, where: str) -> Path:
+        real = self.real_path(relpath)
+        root = self.real_root
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise DataError(
+                f"{where}: {os.fspath(relpath)!r} resolves to {real}, outside the data root {root}; "
+                "list only files inside the root (no '..', absolute paths or symlinks leading out of it)"
+            )
+        return Path(real)
+
+
+def resolve_inside(root: str | os.PathLike, relpath: str | os.PathLike, where: str) -> Path:
+    """The real path of ``root/relpath`` (every symlink resolved); a DataError naming ``where`` if it is
+    outside ``root``.
+
+    Why: a label file is data, and a path in it must not reach files that are not part of the
+    dataset (``../``, absolute paths, or symlinks leading out would put another collection's face,
+    or any readable file, into a split with a label).  ``root`` itself may be a symlink (data kept on
+    another disk); what lies inside it may not lead out.  ``where`` is the label file and line,
+    e.g. ``attributes.csv:7``.  One rule for every dataset (``RootResolver`` for many names at once).
+    """
+    return RootResolver(root).resolve(relpath, where)
 
 
 def collate_faces(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -16,6 +16,13 @@ number of ``orig_file``: 1..162770 train, 162771..182637 val, the rest test
 That needs the mapping file; ``split: index`` instead cuts idx order into
 blocks of the same sizes - NOT the official split, for quick experiments only.
 
+Files: each image is the file its attribute-file row names (``<idx>.jpg``), inside
+``<image_dir>`` (symlinks resolved; a file leading out of it is an error).  Two rows
+naming one idx (``0.png`` and ``00.jpg``) are an error naming both.  Listed images
+are checked when a split is first built (options ``validate``, ``on_missing``,
+``on_bad``: ``benchmark.data.images``); files a ``skip`` policy leaves out are
+recorded on ``dataset.problems``.
+
 Identities: the CelebAMask-HQ files carry none.  Pass ``identity_file``
 (CelebA's ``identity_CelebA.txt``: "<orig_file> <id>" lines) to get them
 through the mapping; otherwise every identity is -1.
@@ -33,7 +40,9 @@ import torch
 
 from benchmark.assets import Asset, MissingAssetError, cache_root, declare, fetch, safe_extract
 from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset
-from benchmark.data.images import IMAGE_EXTENSIONS, ImageListSplit, filter_missing
+from benchmark.data.images import (
+    IMAGE_EXTENSIONS, ImageListSplit, ImagePolicy, check_listed_images, resolve_listed,
+)
 from benchmark.data.masks import MASK_DIR, load_region_masks
 from benchmark.registry import register_dataset
 
@@ -87,6 +96,8 @@ class AttributeTable:
     names: tuple[str, ...]
     indices: np.ndarray  # int64 (N,)
     values: np.ndarray  # uint8 (N, 40)
+    files: tuple[str, ...] = ()  # the file name each row lists, as written
+    linenos: tuple[int, ...] = ()  # the line of each row in the file (1-based)
 
 
 def _parse_header(lines: list[str], path: Path) -> tuple[int, tuple[str, ...]]:
@@ -126,17 +137,37 @@ def parse_attribute_file(path: str | Path) -> AttributeTable:
     count, names = _parse_header(lines, path)
     indices: list[int] = []
     rows: list[list[int]] = []
+    files: list[str] = []
+    linenos: list[int] = []
     for lineno, line in enumerate(lines[2:], start=3):
         if not line.strip():
             continue
         idx, row = _parse_row(line, lineno, len(names), path)
         indices.append(idx)
         rows.append(row)
+        files.append(line.split()[0])
+        linenos.append(lineno)
     if len(rows) != count:
         raise DataError(f"{path}:1: header says {count} images, the file lists {len(rows)}")
-    if len(set(indices)) != len(indices):
-        raise DataError(f"{path}: an image index is listed twice")
-    return AttributeTable(names, np.asarray(indices, dtype=np.int64), np.asarray(rows, dtype=np.uint8))
+    _check_unique_indices(indices, files, linenos, path)
+    return AttributeTable(names, np.asarray(indices, dtype=np.int64), np.asarray(rows, dtype=np.uint8),
+                          tuple(files), tuple(linenos))
+
+
+def _check_unique_indices(indices: list[int], files: list[str], linenos: list[int], path: Path) -> None:
+    """Each CelebA-HQ idx once: ``0.png`` and ``00.jpg`` are both image 0, and one face cannot have two rows."""
+    first: dict[int, int] = {}
+    clashes: list[str] = []
+    for k, idx in enumerate(indices):
+        if idx in first:
+            j = first[idx]
+            clashes.append(f"{files[j]!r} (line {linenos[j]}) and {files[k]!r} (line {linenos[k]}) "
+                           f"both name image {idx}")
+        else:
+            first[idx] = k
+    if clashes:
+        raise DataError(f"{path}: {len(clashes)} image index(es) listed twice: " + "; ".join(clashes[:20])
+                        + ("; ..." if len(clashes) > 20 else "") + ". List each image once.")
 
 
 def parse_mapping_file(path: str | Path) -> dict[int, str]:
@@ -195,15 +226,17 @@ def ensure_extracted(asset: Asset, root: Path, marker: str, download: bool, layo
     archive = fetch(asset)  # FACEEDIT_OFFLINE=1 still forbids the download
     staging = root.parent / f".{root.name}.extracting"
     shutil.rmtree(staging, ignore_errors=True)
-    safe_extract(archive, staging)
-    tops = [p for p in staging.iterdir() if not p.name.startswith(("__MACOSX", "."))]
-    top = tops[0] if len(tops) == 1 and tops[0].is_dir() else staging
-    if not (top / marker).exists():
-        raise DataError(f"{archive} did not contain {marker} (expected layout: {layout})")
-    if root.exists():
-        root.rmdir()  # empty (checked above)
-    top.rename(root)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        safe_extract(archive, staging)
+        tops = [p for p in staging.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+        top = tops[0] if len(tops) == 1 and tops[0].is_dir() else staging
+        if not (top / marker).exists():
+            raise DataError(f"{archive} did not contain {marker} (expected layout: {layout})")
+        if root.exists():
+            root.rmdir()  # empty (checked above)
+        top.rename(root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a refused or broken archive leaves no half tree
 
 
 def _flag(options: dict, key: str) -> bool:
@@ -229,8 +262,8 @@ def _select_attributes(requested: Sequence[str] | None, available: Sequence[str]
 class CelebAHQSplit(ImageListSplit):
     """A CelebAMask-HQ split; also knows each item's CelebA-HQ idx for masks."""
 
-    def __init__(self, dataset: "CelebAHQ", split_name: str, idx: np.ndarray, rows: np.ndarray, ids: np.ndarray):
-        paths = [dataset.image_root / f"{int(i)}.jpg" for i in idx]
+    def __init__(self, dataset: "CelebAHQ", split_name: str, idx: np.ndarray, rows: np.ndarray, ids: np.ndarray,
+                 paths: Sequence[Path]):
         super().__init__(dataset, split_name, paths, rows, ids)
         self.celebahq_idx = torch.as_tensor(idx, dtype=torch.int64)
 
@@ -249,8 +282,9 @@ class CelebAHQ(FaceDataset):
 
     Options: ``root`` (default ``<cache>/datasets/CelebAMask-HQ``), ``image_dir``
     (``CelebA-HQ-img``), ``download`` (False), ``attributes`` (all 40),
-    ``max_items`` (per split, first in idx order), ``on_missing`` (``error`` |
-    ``skip``), ``split`` (``official`` | ``index``), ``identity_file``.
+    ``max_items`` (per split, first in idx order), ``on_missing`` / ``on_bad``
+    (``error`` | ``skip``), ``validate`` (``header`` | ``decode`` | ``none``),
+    ``split`` (``official`` | ``index``), ``identity_file``.
     """
 
     has_masks = True
@@ -260,7 +294,8 @@ class CelebAHQ(FaceDataset):
         super().__init__(resolution, **options)
         self.root = Path(options.get("root") or cache_root() / "datasets" / "CelebAMask-HQ").expanduser()
         self.image_root = self.root / options.get("image_dir", "CelebA-HQ-img")
-        self.on_missing = options.get("on_missing", "error")
+        self.policy = ImagePolicy.from_options(options, "celebahq")
+        self.on_missing = self.policy.on_missing
         self.max_items = options.get("max_items")
         self.split_scheme = options.get("split", "official")
         if self.split_scheme not in ("official", "index"):
@@ -322,14 +357,18 @@ class CelebAHQ(FaceDataset):
         rows = rows[np.argsort(self.table.indices[rows], kind="stable")]
         if not self.image_root.is_dir():
             raise DataError(f"celebahq: image folder {self.image_root} does not exist (option image_dir)")
-        paths = [self.image_root / f"{int(i)}.jpg" for i in self.table.indices[rows]]
+        where = [f"{self.root / ATTRIBUTE_FILE}:{self.table.linenos[r]}" for r in rows]
+        paths = resolve_listed(self.image_root, [self.table.files[r] for r in rows], where)
         hint = (f"Folder {self.image_root.name} may hold only some splits (the 256 px mirror holds only the "
                 "official test split). ")
-        rows = rows[filter_missing(paths, self.on_missing, f"celebahq {name} split in {self.image_root}", hint)]
-        if self.max_items is not None:
-            rows = rows[: int(self.max_items)]
+        limit = None if self.max_items is None else int(self.max_items)
+        keep, problems = check_listed_images(paths, where, self.policy, f"celebahq {name} split in {self.image_root}",
+                                             hint, limit=limit)
+        self.problems += [{"dataset": self.name, "split": name, **pr} for pr in problems]
+        rows = rows[keep]
         values = self.table.values[rows][:, self._columns]
-        return CelebAHQSplit(self, name, self.table.indices[rows], values, self._identities[rows])
+        return CelebAHQSplit(self, name, self.table.indices[rows], values, self._identities[rows],
+                             [paths[k] for k in keep])
 
 
 # -- stargan_v2_celebahq ----------------------------------------------------------------------------
@@ -341,7 +380,9 @@ class StarGANv2CelebAHQ(FaceDataset):
 
     StarGAN v2 has no test folder; its ``val`` folder is our ``test`` split.
     Options: ``root`` (default ``<cache>/datasets/celeba_hq``), ``download``,
-    ``max_items`` (per split; the genders are interleaved so both appear).
+    ``max_items`` (per split; the genders are interleaved so both appear),
+    ``on_bad`` / ``validate`` (as ``celebahq``).  Each gender folder may be a
+    symlink (data kept elsewhere); a file inside it may not lead out of it.
     """
 
     attributes = (AttributeSpec("Male", CELEBA_GROUPS["Male"]),)
@@ -352,26 +393,43 @@ class StarGANv2CelebAHQ(FaceDataset):
         super().__init__(resolution, **options)
         self.root = Path(options.get("root") or cache_root() / "datasets" / "celeba_hq").expanduser()
         self.max_items = options.get("max_items")
+        self.policy = ImagePolicy.from_options(options, "stargan_v2_celebahq")
         ensure_extracted(STARGAN_V2_CELEBAHQ_ZIP, self.root, "train", _flag(options, "download"),
                          "{train,val}/{female,male}/*.jpg")
+        self._splits: dict[str, ImageListSplit] = {}
 
     def split(self, name: str) -> ImageListSplit:
         self._check_split(name)
+        if name not in self._splits:
+            self._splits[name] = self._build_split(name)
+        return self._splits[name]
+
+    def _gender_files(self, sub: Path) -> list[Path]:
+        if not sub.is_dir():
+            raise DataError(f"stargan_v2_celebahq: folder {sub} is missing (layout {{train,val}}/{{female,male}})")
+        names = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        return resolve_listed(sub, names, [str(sub)] * len(names))
+
+    def _build_split(self, name: str) -> ImageListSplit:
         folder = self.root / self.FOLDERS[name]
         paths: list[Path] = []
         labels: list[int] = []
         for label, gender in ((0, "female"), (1, "male")):
-            sub = folder / gender
-            if not sub.is_dir():
-                raise DataError(f"stargan_v2_celebahq: folder {sub} is missing (layout {{train,val}}/{{female,male}})")
-            files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = self._gender_files(folder / gender)
             paths += files
             labels += [label] * len(files)
         if not paths:
             raise DataError(f"stargan_v2_celebahq: no images under {folder}")
+        order = list(range(len(paths)))
         if self.max_items is not None:
             # interleave genders so that a short run still sees both labels
-            order = np.argsort(np.concatenate([np.arange(labels.count(0)), np.arange(labels.count(1))]), kind="stable")
-            keep = sorted(order[: int(self.max_items)])
-            paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-        return ImageListSplit(self, name, paths, np.asarray(labels, dtype=np.float32)[:, None])
+            order = np.argsort(np.concatenate([np.arange(labels.count(0)), np.arange(labels.count(1))]),
+                               kind="stable").tolist()
+        where = [str(p.parent) for p in paths]
+        limit = None if self.max_items is None else int(self.max_items)
+        keep, problems = check_listed_images([paths[i] for i in order], [where[i] for i in order], self.policy,
+                                             f"stargan_v2_celebahq {name} split in {folder}", limit=limit)
+        self.problems += [{"dataset": self.name, "split": name, **pr} for pr in problems]
+        chosen = sorted(order[k] for k in keep)
+        return ImageListSplit(self, name, [paths[i] for i in chosen],
+                              np.asarray([labels[i] for i in chosen], dtype=np.float32)[:, None])

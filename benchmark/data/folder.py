@@ -13,7 +13,17 @@ CSV (``csv`` option, default ``<root>/attributes.csv``; comma-separated, header 
   ``train``; the same file keeps its split whatever else the CSV holds.
 
 Any other column is an error that lists the valid CelebA names, unless named
-in ``ignore_columns``.  Bad cells are DataErrors with their CSV line number.
+in ``ignore_columns``.  Bad cells are DataErrors with their CSV line number, and
+so is a row with more or fewer values than the header has columns.
+
+File names are resolved (symlinks included) and must lie inside ``root``: a
+``../`` row, an absolute path elsewhere or a symlink leading out is an error
+with its CSV line, never skipped (``benchmark.data.base.resolve_inside``).  A
+file listed twice, under any spelling (``a.png`` / ``./a.png`` / a symlink to
+it), is an error naming the file and both lines.  The listed images are checked
+when a split is first built (options ``validate``, ``on_missing``, ``on_bad``:
+``benchmark.data.images``); files a ``skip`` policy leaves out are recorded on
+``dataset.problems``.
 """
 from __future__ import annotations
 
@@ -24,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset
-from benchmark.data.images import ImageListSplit, filter_missing
+from benchmark.data.images import ImageListSplit, ImagePolicy, check_listed_images, resolve_listed
 from benchmark.registry import register_dataset
 
 SPLITS = ("train", "val", "test")
@@ -61,7 +71,8 @@ class ImageFolder(FaceDataset):
 
     Options: ``root`` (required), ``csv``, ``filename_column`` (``filename``),
     ``attributes`` (subset of the CSV's), ``ignore_columns``, ``test_fraction``
-    (0.1), ``on_missing`` (``error`` | ``skip``), ``max_items`` (per split).
+    (0.1), ``on_missing`` / ``on_bad`` (``error`` | ``skip``), ``validate``
+    (``header`` | ``decode`` | ``none``), ``max_items`` (per split).
     """
 
     def __init__(self, resolution: int = 64, **options):
@@ -72,11 +83,14 @@ class ImageFolder(FaceDataset):
         self.csv_path = Path(options.get("csv") or self.root / "attributes.csv").expanduser()
         if not self.csv_path.is_absolute():
             self.csv_path = self.root / self.csv_path
-        self.on_missing = options.get("on_missing", "error")
+        self.policy = ImagePolicy.from_options(options, "image_folder")
+        self.on_missing = self.policy.on_missing
         self.max_items = options.get("max_items")
         self._read_csv(options)
+        self._resolve_files()
         self.split_names = ("train", "val", "test") if "val" in set(self._splits_col) else ("train", "test")
         self._select(options.get("attributes"))
+        self._splits: dict[str, ImageListSplit] = {}
 
     def _header(self, header: list[str], options: dict) -> tuple[str, list[str]]:
         fcol = options.get("filename_column", "filename")
@@ -104,6 +118,7 @@ class ImageFolder(FaceDataset):
             test_fraction = float(options.get("test_fraction", 0.1))
             for row in reader:
                 lineno = reader.line_num
+                self._check_row_length(row, reader.fieldnames or [], lineno)
                 name = (row.get(fcol) or "").strip()
                 if not name:
                     raise DataError(f"{self.csv_path}:{lineno}: empty file name")
@@ -114,13 +129,42 @@ class ImageFolder(FaceDataset):
                 splits.append(self._parse_split(row.get("split"), name, test_fraction, lineno))
         if not files:
             raise DataError(f"{self.csv_path}: no rows")
-        dup = len(files) - len(set(files))
-        if dup:
-            raise DataError(f"{self.csv_path}: {dup} file name(s) listed more than once")
         self._files, self._linenos = files, linenos
         self._labels = _labels_to_01(np.asarray(raw, dtype=np.int64), self._csv_attrs, linenos, self.csv_path)
         self._ids = np.asarray(ids, dtype=np.int64)
         self._splits_col = np.asarray(splits)
+
+    def _check_row_length(self, row: dict, header: list[str], lineno: int) -> None:
+        """csv.DictReader files surplus values under the key None and pads short rows with None: both errors."""
+        extra = row.get(None)
+        if extra:
+            raise DataError(f"{self.csv_path}:{lineno}: {len(header) + len(extra)} values, but the header has "
+                            f"{len(header)} columns (extra: {extra}); quote cells that contain commas")
+        short = [h for h in header if row.get(h) is None]
+        if short:
+            raise DataError(f"{self.csv_path}:{lineno}: {len(header) - len(short)} values, but the header has "
+                            f"{len(header)} columns (missing: {short})")
+
+    def _where(self, row: int) -> str:
+        return f"{self.csv_path}:{self._linenos[row]}"
+
+    def _resolve_files(self) -> None:
+        """Resolve every listed file inside ``root`` (all escapes in one error), then refuse duplicates.
+
+        Duplicates are found on the resolved paths, so ``a.png``, ``./a.png`` and a link to it count
+        as one file: the same face twice would weigh twice in every metric, or sit in two splits.
+        """
+        self._paths = resolve_listed(self.root, self._files, [self._where(r) for r in range(len(self._files))])
+        rows_of: dict[Path, list[int]] = {}
+        for r, path in enumerate(self._paths):
+            rows_of.setdefault(path, []).append(r)
+        dups = [rows for rows in rows_of.values() if len(rows) > 1]
+        if dups:
+            lines = [f"{self._files[rows[0]]!r} on lines {', '.join(str(self._linenos[r]) for r in rows)}"
+                     + (f" (as {', '.join(repr(self._files[r]) for r in rows[1:])})"
+                        if len({self._files[r] for r in rows}) > 1 else "") for rows in dups]
+            raise DataError(f"{self.csv_path}: {len(dups)} file(s) listed more than once: " + "; ".join(lines[:20])
+                            + ("; ..." if len(lines) > 20 else "") + ". List each image once.")
 
     def _parse_identity(self, cell: str | None, lineno: int) -> int:
         if cell is None or not cell.strip():
@@ -147,11 +191,18 @@ class ImageFolder(FaceDataset):
         self._columns = [self._csv_attrs.index(a) for a in chosen]
 
     def split(self, name: str) -> ImageListSplit:
+        """The split, built (and its images checked) once; skipped files go to ``self.problems``."""
         self._check_split(name)
+        if name not in self._splits:
+            self._splits[name] = self._build_split(name)
+        return self._splits[name]
+
+    def _build_split(self, name: str) -> ImageListSplit:
         rows = np.flatnonzero(self._splits_col == name)
-        paths = [self.root / self._files[r] for r in rows]
-        rows = rows[filter_missing(paths, self.on_missing, f"image_folder {name} split ({self.csv_path})")]
-        if self.max_items is not None:
-            rows = rows[: int(self.max_items)]
-        paths = [self.root / self._files[r] for r in rows]
+        limit = None if self.max_items is None else int(self.max_items)
+        keep, problems = check_listed_images([self._paths[r] for r in rows], [self._where(r) for r in rows],
+                                             self.policy, f"image_folder {name} split ({self.csv_path})", limit=limit)
+        self.problems += [{"dataset": self.name, "split": name, **pr} for pr in problems]
+        rows = rows[keep]
+        paths = [self._paths[r] for r in rows]
         return ImageListSplit(self, name, paths, self._labels[rows][:, self._columns], self._ids[rows])

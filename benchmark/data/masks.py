@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmark.data.base import DataError
+from benchmark.data.base import DataError, resolve_inside
 
 # label 1..18 in the 19-class label maps; 0 is background
 CELEBAMASK_CLASSES: tuple[str, ...] = (
@@ -147,16 +147,19 @@ def region_from_class_files(mask_root: Path, idx: int, attribute: str) -> np.nda
     """H×W bool union of the part files of ``attribute`` for image ``idx``; None if whole-face.
 
     Parts without a file (absent or occluded) add nothing; a face with none of
-    them gives an all-False 512×512 region.
+    them gives an all-False 512×512 region.  A part file is read only from inside
+    ``mask_root`` (symlinks resolved: ``resolve_inside``), like every dataset file.
     """
     classes = region_classes(attribute)
     if classes is None:
         return None
+    mask_root = Path(mask_root)
     region: np.ndarray | None = None
     for cls in classes:
         path = mask_file(mask_root, idx, cls)
         if path.is_file():
-            part = _read_binary(path)
+            real = resolve_inside(mask_root, path.relative_to(mask_root), f"mask of CelebA-HQ image {idx}")
+            part = _read_binary(real)
             region = part if region is None else region | part
     return np.zeros((512, 512), dtype=bool) if region is None else region
 

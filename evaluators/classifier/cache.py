@@ -2,22 +2,23 @@
 
 The hash covers everything that determines the weights - the dataset's
 fingerprint, the resolution, the hashed training config and ``CODE_VERSION`` -
-so a changed input can never be served a stale checkpoint.  A checkpoint
-directory is written under a temporary name and renamed into place, so a
-killed training leaves no half checkpoint, and concurrent processes that
-need the same classifier serialise on a lock file instead of training twice.
+so a changed input can never be served a stale checkpoint.
+
+The directory is a cache entry of ``benchmark.cache`` (the one mechanism for every cached
+artefact): built under a temporary name and renamed into place under a lock, with a
+``MANIFEST.json`` of every file's sha256 and size written last and verified before the weights
+are used.  So a killed training leaves nothing half-written, concurrent processes that need the
+same classifier train it once, and a checkpoint whose files were deleted, truncated or zeroed
+(zeroed weights still parse, and score every image alike) is rebuilt or refused, never used.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from benchmark import cache as entries
 from benchmark.assets import cache_root
 from benchmark.data.base import FaceDataset
 from evaluators.classifier.config import CODE_VERSION, ClassifierConfig
@@ -25,6 +26,10 @@ from evaluators.classifier.config import CODE_VERSION, ClassifierConfig
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 INFO_FILE = "classifier.json"  # what load needs to rebuild the network (arch, stem, attributes, tag)
+
+# the shared mechanism, under the names this module has always offered
+atomic_directory = entries.atomic_directory
+training_lock = entries.entry_lock
 
 
 def classifier_key(dataset: FaceDataset, config: ClassifierConfig) -> str:
@@ -48,48 +53,13 @@ def classifier_dir(dataset: FaceDataset, config: ClassifierConfig) -> Path:
 
 
 def is_complete(directory: Path) -> bool:
-    return all((directory / f).is_file() for f in (WEIGHTS_FILE, METRICS_FILE, INFO_FILE))
+    """True when the entry's manifest lists every file with a matching size and digest."""
+    return entries.is_valid(directory)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``final``; rename it to ``final`` only if the block succeeds.
-
-    If another process finished the same directory first, ours is discarded
-    (both hold the same content by construction of the hash).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not is_complete(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def training_lock(final: Path) -> Iterator[None]:
-    """An exclusive advisory lock per checkpoint (POSIX ``flock``; a no-op where unavailable)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent trainings just race to the rename
-        yield
-        return
-    with open(final.parent / f".{final.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def read_json(path: Path, remedy: str = "") -> dict[str, Any]:
+    """A JSON file of a checkpoint; a broken one is a ``CacheCorruptError`` naming it."""
+    return entries.read_json_file(path, remedy)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -15,8 +15,16 @@ from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, FaceDataset
 # (architecture surgery, augmentation, schedule): old checkpoints then miss the cache.
 # 2: default stem /4 from 64 px (was /2) and 15 epochs (was 6); a None stem resolves differently.
 CODE_VERSION = 2
+# Version of the judge-render training path (train_data "judge"/"auto"): hashed only when that path is
+# chosen, so the default ("train") keeps its cache keys.  1: balanced renders + edit artefacts.
+JUDGE_CODE_VERSION = 1
+JUDGE_FIELDS = ("train_data", "judge_ids", "judge_images_per_id", "judge_val_ids", "partial_fraction",
+                "pair_fraction", "blend_prob", "degrade_prob")
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+# "slim10": a ResNet-10 (one BasicBlock per stage) at widths 32-64-128-256, built from torchvision's
+# BasicBlock (model.SlimResNet); ~8x fewer multiply-adds than resnet18 at the same resolution.
+ARCHS = ("slim10", "resnet18", "resnet34", "resnet50")
+TRAIN_DATA = ("auto", "train", "judge")
 OPTIMIZERS = ("adam", "sgd")
 EVAL_SPLITS = ("auto", "val", "test")
 
@@ -61,12 +69,26 @@ class ClassifierConfig:
     eval_batch_size: int = 256
     log_every: int = 50
     eval_every_epoch: bool = False  # log held-out accuracy after each epoch (learning curves; costs one eval pass)
+    # What the judge learns from.  "judge": SynthFaces' balanced judge renders with edit artefacts
+    # (evaluators/judge_data.py), identities disjoint from the editors'; "train": the dataset's train
+    # split (CelebA-HQ, folders); "auto": judge where the dataset can render it, else train.
+    # Default "train" until the judge path's anchors are measured on an idle machine (issue 15).
+    train_data: str = "train"
+    judge_ids: int = 1600
+    judge_images_per_id: int = 5
+    judge_val_ids: int = 200
+    partial_fraction: float = 0.25  # share of judge renders with one attribute at an intermediate value
+    pair_fraction: float = 0.15     # share that also gets its one-attribute-flipped counterfactual
+    blend_prob: float = 0.7         # chance a paired image is blended with its counterfactual in a batch
+    degrade_prob: float = 0.25      # chance of each of blur / noise / colour cast per training image
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ClassifierConfigError(f"unknown classifier arch {self.arch!r}; valid: {', '.join(ARCHS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ClassifierConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.train_data not in TRAIN_DATA:
+            raise ClassifierConfigError(f"unknown train_data {self.train_data!r}; valid: {', '.join(TRAIN_DATA)}")
         if self.eval_split not in EVAL_SPLITS:
             raise ClassifierConfigError(f"unknown eval_split {self.eval_split!r}; valid: {', '.join(EVAL_SPLITS)}")
         if self.stem_downsample not in (None, 1, 2, 4):
@@ -99,7 +121,10 @@ class ClassifierConfig:
 
     def hashed_dict(self) -> dict[str, Any]:
         """The fields that determine the trained weights."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        out = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        if self.train_data == "train":  # the judge fields change nothing then; old cache keys stay valid
+            return {k: v for k, v in out.items() if k not in JUDGE_FIELDS}
+        return {**out, "judge_code_version": JUDGE_CODE_VERSION}
 
     # -- values resolved against a dataset ------------------------------------
     def resolved_stem(self, resolution: int) -> int:

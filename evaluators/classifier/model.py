@@ -59,14 +59,55 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
+class SlimResNet(nn.Module):
+    """ResNet-10 at widths 32-64-128-256: torchvision's BasicBlock, one per stage, same attribute names.
+
+    Why: the judge has ten binary attributes of clean renders to read, and on two CPU cores the
+    budget is minutes; resnet18's 512-wide stages are far more than that needs.  The layout keeps
+    ``conv1, bn1, relu, maxpool, layer1..4, avgpool, fc`` so ``AttributeClassifier`` treats it
+    like a torchvision ResNet.  Stem: 3×3 conv of stride min(2, ``downsample``), then a 3×3 stride-2
+    max-pool when ``downsample`` is 4 (total stride as ``ClassifierConfig.stem_downsample``).
+    """
+
+    def __init__(self, num_classes: int, downsample: int, widths: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stride=min(2, downsample), padding=1, bias=False)
+        self.bn1, self.relu = nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if downsample == 4 else nn.Identity()
+        stages, c_in = [], widths[0]
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            down = None if stride == 1 and c_in == w else nn.Sequential(
+                nn.Conv2d(c_in, w, 1, stride=stride, bias=False), nn.BatchNorm2d(w))
+            stages.append(nn.Sequential(BasicBlock(c_in, w, stride=stride, downsample=down)))
+            c_in = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+        for m in self.modules():  # torchvision's ResNet init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def build_network(config: ClassifierConfig, num_attributes: int, resolution: int,
-                  load_pretrained: bool = True) -> torchvision.models.ResNet:
+                  load_pretrained: bool = True) -> nn.Module:
     """A ResNet with an ``num_attributes``-way linear head (one logit per attribute).
 
     With ``config.pretrained`` the ImageNet weights are loaded into everything but
     the head and, when the stem was replaced, ``conv1``.  ``load_pretrained=False``
     builds the same shapes without touching the weights (loading a checkpoint).
     """
+    if config.arch == "slim10":
+        if config.pretrained:
+            raise ValueError("arch slim10 has no ImageNet weights; use pretrained: false or a resnet arch")
+        return SlimResNet(num_attributes, config.resolved_stem(resolution))
     net = torchvision.models.get_model(config.arch, weights=None, num_classes=num_attributes)
     if config.pretrained and load_pretrained:
         state = imagenet_state_dict(config.arch)

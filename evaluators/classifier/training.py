@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from benchmark import cache as entries
 from benchmark.assets import AssetError
 from benchmark.data.base import DataError, FaceDataset, FaceSplit, collate_faces
 from evaluators.base import to_uint8
 from evaluators.classifier import cache
 from evaluators.classifier.config import CODE_VERSION, ClassifierConfig, default_config
+from evaluators.judge_data import JudgeData, blend_pairs, degrade, judge_data, supports_judge_data
 from evaluators.classifier.model import IMAGENET_MEAN, IMAGENET_STD, AttributeClassifier, build_network, normalise
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,8 @@ def _schedule(opt: torch.optim.Optimizer, warmup: int, total: int) -> torch.opti
 
 
 def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: FaceDataset,
-         config: ClassifierConfig, device: torch.device, on_epoch: Callable[[], None] | None = None) -> list[float]:
+         config: ClassifierConfig, device: torch.device, on_epoch: Callable[[], None] | None = None,
+         judge: "JudgeData | None" = None) -> list[float]:
     """Train ``net`` in place; returns the mean training loss of each epoch (``on_epoch`` runs after each)."""
     gen = torch.Generator().manual_seed(config.seed)
     hflip, pad = config.resolved_hflip(dataset), config.resolved_crop_pad(dataset.resolution)
@@ -147,11 +149,19 @@ def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Fa
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     net.train()
     losses, step, t0 = [], 0, time.time()
+    from benchmark.progress import progress
+
+    bar = progress(total=steps_per_epoch * config.epochs, desc="judge: attribute classifier", unit="step",
+                   leave=True)
     for epoch in range(config.epochs):
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(config.batch_size):
-            x = _augment(images[idx].float() / 127.5 - 1, gen, hflip, pad).to(device)
-            y = labels[idx].to(device)
+            x, y = images[idx].float() / 127.5 - 1, labels[idx]
+            if judge is not None:  # edit artefacts, labelled by what is rendered (evaluators/judge_data.py)
+                x, y = blend_pairs(x, y, idx, judge, gen, config.blend_prob)
+                x = degrade(x, gen, config.degrade_prob)
+            x = _augment(x, gen, hflip, pad).to(device)
+            y = y.to(device)
             loss = F.binary_cross_entropy_with_logits(net(normalise(x, mean, std)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -159,6 +169,9 @@ def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Fa
             sched.step()
             total += float(loss.detach()) * len(idx)
             step += 1
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{float(loss.detach()):.4f}")
             if step % config.log_every == 0:
                 log.info("epoch %d step %d loss %.4f (%.0f img/s)", epoch + 1, step, float(loss.detach()),
                          step * config.batch_size / (time.time() - t0))
@@ -168,6 +181,7 @@ def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Fa
             net.eval()
             on_epoch()
             net.train()
+    bar.close()
     net.eval()
     return losses
 
@@ -204,95 +218,176 @@ def _save(directory: Path, net: nn.Module, info: dict[str, Any], metrics: dict[s
     cache.write_json(directory / cache.METRICS_FILE, metrics)
 
 
+def _rebuild_hint(dataset: FaceDataset, config: ClassifierConfig) -> str:
+    """The remedy a cache error prints: the command that retrains exactly this checkpoint."""
+    return (f"rebuild it with: python -m evaluators.classifier.train --dataset {dataset.name} "
+            f"--resolution {dataset.resolution}{_cli_overrides(dataset, config)} --force "
+            "(a run with train_if_missing: true rebuilds it by itself)")
+
+
 def _handle(directory: Path, dataset: FaceDataset, config: ClassifierConfig, trained: bool) -> ClassifierHandle:
+    metrics = cache.read_json(directory / cache.METRICS_FILE, _rebuild_hint(dataset, config))
     return ClassifierHandle(directory=directory, key=directory.name, tag=classifier_tag(dataset, config),
-                            metrics=cache.read_json(directory / cache.METRICS_FILE), config=config,
-                            trained=trained)
+                            metrics=metrics, config=config, trained=trained)
+
+
+def uses_judge_data(dataset: FaceDataset, config: ClassifierConfig) -> bool:
+    """Whether this classifier learns from judge renders (``train_data``; "auto": SynthFaces yes)."""
+    if config.train_data == "train":
+        return False
+    if not supports_judge_data(dataset):
+        if config.train_data == "judge":
+            raise DataError(f"train_data: judge needs SynthFaces; dataset {dataset.name!r} cannot render "
+                            "counterfactuals (use train_data: train)")
+        return False
+    return True
+
+
+def _judge_train_data(dataset: FaceDataset, config: ClassifierConfig) -> "JudgeData | None":
+    if not uses_judge_data(dataset, config):
+        return None
+    return judge_data(dataset, "judge", config.judge_ids, config.judge_images_per_id, config.partial_fraction,
+                      config.pair_fraction)
+
+
+def judge_val_accuracy(clf: AttributeClassifier, dataset: FaceDataset, config: ClassifierConfig) -> dict[str, Any]:
+    """Accuracy on clean, balanced judge renders of unseen identities (``judge_val``): every attribute
+    ~50 % positive and independent of the others, so correlations cannot carry the score."""
+    val = judge_data(dataset, "judge_val", config.judge_val_ids, config.judge_images_per_id, 0.0, 0.0)
+    preds = torch.cat([clf.predict(val.images[s:s + 256].float() / 127.5 - 1).cpu()
+                       for s in range(0, len(val), 256)])
+    labels = val.labels.long()
+    names = clf.attribute_names
+    acc = (preds == labels).double().mean(0)
+    pos = labels.double().mean(0)
+    tp = ((preds == 1) & (labels == 1)).sum(0).double() / labels.sum(0).clamp_min(1)
+    tn = ((preds == 0) & (labels == 0)).sum(0).double() / (1 - labels).sum(0).clamp_min(1)
+    return {"n": len(val), "accuracy": dict(zip(names, acc.tolist())), "mean_accuracy": float(acc.mean()),
+            "balanced_accuracy": dict(zip(names, (0.5 * (tp + tn)).tolist())),
+            "baseline_accuracy": {a: max(p, 1 - p) for a, p in zip(names, pos.tolist())}}
+
+
+def warn_below_baseline(metrics: dict[str, Any], where: str, margin: float = 0.0) -> list[str]:
+    """Attributes whose held-out accuracy is not above the majority baseline: logged loudly, returned."""
+    bad = [a for a, acc in metrics["accuracy"].items() if acc <= metrics["baseline_accuracy"][a] + margin]
+    for a in bad:
+        log.warning("!!! attribute classifier NOT ABOVE THE MAJORITY BASELINE on %s (%s): accuracy %.4f, baseline %.4f; "
+                    "its attr_* scores for %s mean nothing", a, where, metrics["accuracy"][a],
+                    metrics["baseline_accuracy"][a], a)
+    return bad
+
+
+def _train_into(out: Path, key: str, dataset: FaceDataset, config: ClassifierConfig, device: torch.device) -> None:
+    """Train, evaluate on held-out data and write the checkpoint files into ``out``."""
+    torch.manual_seed(config.seed)
+    net = build_network(config, len(dataset.attribute_names), dataset.resolution).to(device)
+    t0 = time.time()
+    judge = _judge_train_data(dataset, config)
+    if judge is not None:
+        images, labels = judge.images, judge.labels
+    else:
+        images, labels = _preload(dataset.split("train"), config, dataset.resolution)
+    load_s = time.time() - t0
+    log.info("training %s classifier on %d %s images at %d px (device %s)", config.arch, len(images),
+             dataset.name, dataset.resolution, device)
+    tag = classifier_tag(dataset, config)
+    eval_split = config.resolved_eval_split(dataset)
+    curve: list[float] = []
+
+    def epoch_eval() -> None:  # a learning curve on held-out data, only with eval_every_epoch
+        probe = AttributeClassifier(net, dataset.attribute_names, dataset.resolution, tag, device)
+        curve.append(evaluate_accuracy(probe, dataset.split(eval_split), config.max_eval_items,
+                                       config.eval_batch_size, config.num_workers)["mean_accuracy"])
+        net.requires_grad_(True)
+        log.info("held-out mean accuracy after epoch %d: %.4f", len(curve), curve[-1])
+
+    t1 = time.time()
+    losses = _fit(net, images, labels, dataset, config, device, epoch_eval if config.eval_every_epoch else None,
+                  judge=judge)
+    train_s = time.time() - t1
+    clf = AttributeClassifier(net, dataset.attribute_names, dataset.resolution, tag, device)
+    t2 = time.time()
+    held_out = evaluate_accuracy(clf, dataset.split(eval_split), config.max_eval_items,
+                                 config.eval_batch_size, config.num_workers)
+    below = warn_below_baseline(held_out, f"{dataset.name} {eval_split} split")
+    if judge is not None:
+        held_out["judge_val"] = judge_val_accuracy(clf, dataset, config)
+        below += warn_below_baseline(held_out["judge_val"], "balanced judge_val renders", margin=0.05)
+    held_out["below_baseline"] = sorted(set(below))
+    info = {"arch": config.arch, "stem_downsample": config.resolved_stem(dataset.resolution),
+            "resolution": dataset.resolution, "attribute_names": list(dataset.attribute_names), "tag": tag,
+            "config": config.to_dict(), "code_version": CODE_VERSION}
+    metrics = {
+        **held_out, "eval_split": eval_split, "tag": tag, "key": key, "dataset": dataset.fingerprint(),
+        "n_train": len(images), "epoch_losses": losses, "epoch_accuracy": curve, "load_seconds": load_s, "train_seconds": train_s,
+        "eval_seconds": time.time() - t2, "config": config.to_dict(), "code_version": CODE_VERSION,
+        "hflip": config.resolved_hflip(dataset), "crop_pad": config.resolved_crop_pad(dataset.resolution),
+        "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _save(out, net, info, metrics)
+    log.info("%s: mean held-out accuracy %.4f on %d %s images", tag, metrics["mean_accuracy"], held_out["n"],
+             eval_split)
 
 
 def train_classifier(dataset: FaceDataset, device: torch.device | str, config: ConfigLike = None,
                      force: bool = False) -> ClassifierHandle:
-    """Train the classifier of ``dataset`` (or return the cached one unless ``force``)."""
+    """Train the classifier of ``dataset``, or return the cached one unless ``force``.
+
+    A cached checkpoint is used only if it verifies against its manifest; a missing, incomplete
+    (e.g. ``classifier.json`` deleted, or written before manifests existed) or corrupt one is
+    retrained once, under the entry's lock, and replaces the broken folder.
+    """
     config = ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)
     device = torch.device(device)
     final = cache.classifier_dir(dataset, config)
-    with cache.training_lock(final):
-        if cache.is_complete(final) and not force:
-            return _handle(final, dataset, config, trained=False)
-        torch.manual_seed(config.seed)
-        net = build_network(config, len(dataset.attribute_names), dataset.resolution).to(device)
-        t0 = time.time()
-        images, labels = _preload(dataset.split("train"), config, dataset.resolution)
-        load_s = time.time() - t0
-        log.info("training %s classifier on %d %s images at %d px (device %s)", config.arch, len(images),
-                 dataset.name, dataset.resolution, device)
-        tag = classifier_tag(dataset, config)
-        eval_split = config.resolved_eval_split(dataset)
-        curve: list[float] = []
-
-        def epoch_eval() -> None:  # a learning curve on held-out data, only with eval_every_epoch
-            probe = AttributeClassifier(net, dataset.attribute_names, dataset.resolution, tag, device)
-            curve.append(evaluate_accuracy(probe, dataset.split(eval_split), config.max_eval_items,
-                                           config.eval_batch_size, config.num_workers)["mean_accuracy"])
-            net.requires_grad_(True)
-            log.info("held-out mean accuracy after epoch %d: %.4f", len(curve), curve[-1])
-
-        t1 = time.time()
-        losses = _fit(net, images, labels, dataset, config, device, epoch_eval if config.eval_every_epoch else None)
-        train_s = time.time() - t1
-        clf = AttributeClassifier(net, dataset.attribute_names, dataset.resolution, tag, device)
-        t2 = time.time()
-        held_out = evaluate_accuracy(clf, dataset.split(eval_split), config.max_eval_items,
-                                     config.eval_batch_size, config.num_workers)
-        info = {"arch": config.arch, "stem_downsample": config.resolved_stem(dataset.resolution),
-                "resolution": dataset.resolution, "attribute_names": list(dataset.attribute_names), "tag": tag,
-                "config": config.to_dict(), "code_version": CODE_VERSION}
-        metrics = {
-            **held_out, "eval_split": eval_split, "tag": tag, "key": final.name, "dataset": dataset.fingerprint(),
-            "n_train": len(images), "epoch_losses": losses, "epoch_accuracy": curve, "load_seconds": load_s, "train_seconds": train_s,
-            "eval_seconds": time.time() - t2, "config": config.to_dict(), "code_version": CODE_VERSION,
-            "hflip": config.resolved_hflip(dataset), "crop_pad": config.resolved_crop_pad(dataset.resolution),
-            "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        if force and final.exists():
-            shutil.rmtree(final)
-        with cache.atomic_directory(final) as tmp:
-            _save(tmp, net, info, metrics)
-        log.info("%s: mean held-out accuracy %.4f on %d %s images; saved to %s", tag, metrics["mean_accuracy"],
-                 held_out["n"], eval_split, final)
-        return _handle(final, dataset, config, trained=True)
+    _, trained = entries.ensure_entry(final, lambda tmp: _train_into(tmp, final.name, dataset, config, device),
+                                      remedy=_rebuild_hint(dataset, config), force=force)
+    if trained:
+        log.info("classifier saved to %s", final)
+    return _handle(final, dataset, config, trained=trained)
 
 
-def _load_dir(directory: Path, dataset: FaceDataset, device: torch.device) -> AttributeClassifier:
-    info = cache.read_json(directory / cache.INFO_FILE)
+def _load_dir(directory: Path, dataset: FaceDataset, device: torch.device, remedy: str) -> AttributeClassifier:
+    """Build the network from a verified checkpoint folder (parse errors name the file)."""
+    info = cache.read_json(directory / cache.INFO_FILE, remedy)
     if tuple(info["attribute_names"]) != dataset.attribute_names:
         raise DataError(f"classifier at {directory} was trained on attributes {info['attribute_names']}, "
                         f"but dataset {dataset.name!r} has {list(dataset.attribute_names)}")
     config = ClassifierConfig.from_dict(info["config"])
     net = build_network(config, len(info["attribute_names"]), info["resolution"], load_pretrained=False)
-    net.load_state_dict(load_file(str(directory / cache.WEIGHTS_FILE), device="cpu"), strict=True)
-    metrics = cache.read_json(directory / cache.METRICS_FILE)
+    state = entries.read_entry_file(directory / cache.WEIGHTS_FILE, lambda p: load_file(str(p), device="cpu"),
+                                    "classifier weights", remedy)
+    net.load_state_dict(state, strict=True)
+    metrics = cache.read_json(directory / cache.METRICS_FILE, remedy)
     return AttributeClassifier(net, dataset.attribute_names, info["resolution"], info["tag"], device,
                                metrics=metrics, directory=directory)
 
 
 def load_classifier(dataset: FaceDataset, device: torch.device | str, config: ConfigLike = None,
                     train_if_missing: bool = True) -> AttributeClassifier:
-    """The cached classifier of ``dataset`` on ``device``, training it first if missing and allowed."""
+    """The cached classifier of ``dataset`` on ``device``, training it first if missing and allowed.
+
+    The checkpoint is verified against its manifest first (sha256 of every file): with training
+    allowed a broken one is retrained; without, it is a ``CacheCorruptError`` naming the file and
+    the command that rebuilds it.  Weights are never used unverified.
+    """
     config = ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)
     device = torch.device(device)
     directory = cache.classifier_dir(dataset, config)
-    if not cache.is_complete(directory):
-        if not train_if_missing:
-            raise MissingClassifierError(
-                f"no trained attribute classifier for dataset {dataset.name!r} at {dataset.resolution} px "
-                f"(expected at {directory}) and training is disabled (train_if_missing: false).\n"
-                f"  train it with: python -m evaluators.classifier.train --dataset {dataset.name} "
-                f"--resolution {dataset.resolution}" + _cli_overrides(dataset, config)
-            )
-        directory = train_classifier(dataset, device, config).directory
-    return _load_dir(directory, dataset, device)
+    remedy = _rebuild_hint(dataset, config)
+    if train_if_missing:
+        directory = train_classifier(dataset, device, config).directory  # verifies, or rebuilds once
+    elif not directory.exists():
+        raise MissingClassifierError(
+            f"no trained attribute classifier for dataset {dataset.name!r} at {dataset.resolution} px "
+            f"(expected at {directory}) and training is disabled (train_if_missing: false).\n"
+            f"  train it with: python -m evaluators.classifier.train --dataset {dataset.name} "
+            f"--resolution {dataset.resolution}" + _cli_overrides(dataset, config)
+        )
+    else:
+        entries.verify_entry(directory, remedy)
+    return _load_dir(directory, dataset, device, remedy)
 
 
 def _cli_overrides(dataset: FaceDataset, config: ClassifierConfig) -> str:

@@ -31,6 +31,7 @@ from evaluators.base import EvalContext, Evaluator, MetricUnavailable, RunningMe
 from evaluators.identity.common import AlignedEmbedder, check_pair
 from evaluators.identity import synth_embedder as se
 from evaluators.identity.synth_embedder import DEFAULT_TAG
+from evaluators.judging import JudgeMemo
 from evaluators.identity import facenet as _facenet  # noqa: F401 - declares the FaceNet weights asset (cheap import)
 
 
@@ -44,6 +45,7 @@ class PairEmbeddingEvaluator(Evaluator):
     cos_metric: ClassVar[str] = ""
     nodetect_metric: ClassVar[str] = ""
     backend_key: ClassVar[str] = ""
+    option_keys = ()
 
     def __init__(self, ctx: EvalContext, **options: Any):
         super().__init__(ctx, **options)
@@ -82,6 +84,7 @@ class FaceNetIdentityEvaluator(PairEmbeddingEvaluator):
     """``id_cos_facenet_vggface2``: FaceNet (VGGFace2) cosine similarity, MTCNN crop from the source."""
 
     metrics = ("id_cos_facenet_vggface2", "id_facenet_nodetect_rate")
+    higher_is_better = {"id_cos_facenet_vggface2": True, "id_facenet_nodetect_rate": False}
     cos_metric, nodetect_metric = metrics
     backend_key = "id_facenet_vggface2"
 
@@ -96,6 +99,7 @@ class DlibIdentityEvaluator(PairEmbeddingEvaluator):
     """``id_cos_dlib_resnet_v1`` and ``id_match_dlib_resnet_v1`` (distance < 0.6), dlib landmarks from the source."""
 
     metrics = ("id_cos_dlib_resnet_v1", "id_dlib_nodetect_rate", "id_match_dlib_resnet_v1")
+    higher_is_better = {"id_cos_dlib_resnet_v1": True, "id_dlib_nodetect_rate": False, "id_match_dlib_resnet_v1": True}
     cos_metric, nodetect_metric, match_metric = metrics
     backend_key = "id_dlib_resnet_v1"
 
@@ -127,9 +131,11 @@ class SynthIdentityEvaluator(Evaluator):
     yardstick; the embedder's own figure on test identities is in its metrics.json).
     """
 
-    requires = frozenset({"index"})
+    requires = frozenset({"index", "judge_memo"})  # judge_memo optional: source embeddings shared across cells
     # with the default config; a different config reports under its own tag (``SynthEmbedderConfig.tag``)
     metrics = (f"id_cos_synth_{DEFAULT_TAG}", f"id_param_err_synth_{DEFAULT_TAG}")
+    higher_is_better = {"id_cos_synth_": True, "id_param_err_synth_": False}
+    option_keys = tuple(se.SynthEmbedderConfig.__dataclass_fields__)  # the embedder config's fields
 
     def __init__(self, ctx: EvalContext, **options: Any):
         super().__init__(ctx, **options)
@@ -166,8 +172,14 @@ class SynthIdentityEvaluator(Evaluator):
         check_pair(source, edited)
         if "index" not in extras:
             raise DataError("id_synth needs the batch's 'index' extra (the runner passes it when 'index' in requires)")
-        emb_s, _ = self.model.embed_and_params(source.to(self.device))
-        emb_e, params_e = self.model.embed_and_params(edited.to(self.device))
+        memo = extras.get("judge_memo")
+        embed = lambda x: self.model.embed_and_params(x.to(self.device))  # noqa: E731
+        if isinstance(memo, JudgeMemo) and len(memo) == source.shape[0]:
+            emb_s, _ = memo.run(self.model, "embed_and_params", "source", embed)
+            emb_e, params_e = memo.run(self.model, "embed_and_params", "edited", embed)
+        else:
+            emb_s, _ = embed(source)
+            emb_e, params_e = embed(edited)
         true = self.split.identity_params(extras["index"]).to(params_e)
         self._cos.add(F.cosine_similarity(emb_s.double(), emb_e.double(), dim=1))
         self._param_err.add(self.model.param_error(params_e, true, self.ctx.attribute))

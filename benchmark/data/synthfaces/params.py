@@ -124,3 +124,34 @@ def sample_split(seed: int, split: str, n_ids: int, images_per_id: int, id_offse
     person = torch.arange(n_ids).repeat_interleave(images_per_id)
     return SplitParams(identity=person + id_offset, person=person, latent=latent, style=style,
                        image=image, labels=labels)
+
+
+# -- the judges' sampler (additive: the editors' train/test sampling above is untouched) ------------------
+JUDGE_SPLITS: tuple[str, ...] = ("judge", "judge_val")
+JUDGE_ID_OFFSET = 10_000_000  # judge identities never collide with train (0..) or test (n_train..) ids
+
+
+def sample_judge_split(seed: int, split: str, n_ids: int, images_per_id: int) -> SplitParams:
+    """Factors for the evaluators' own training (``judge``) and checking (``judge_val``) renders.
+
+    Why a separate sampler: the editors' splits follow CelebA's correlations (no bearded women, few
+    blond men), and a judge trained on them learns the correlations instead of the attribute, so
+    the exact counterfactual of a correct edit is misjudged (issue 15).  Here every attribute of
+    every *image* is an independent fair coin, so one person is seen with and without each attribute
+    (what the identity judge needs) and every combination occurs (what the attribute judge needs).
+    Identity, style and nuisance factors are drawn as in ``sample_split``.  The generator stream is
+    keyed by ``split`` (``split_generator``), so these draws cannot change the editors' splits, and
+    identities start at ``JUDGE_ID_OFFSET`` (+ 1,000,000 for ``judge_val``), disjoint from both.
+    """
+    if split not in JUDGE_SPLITS:
+        raise ValueError(f"judge split must be one of {JUDGE_SPLITS}, got {split!r}")
+    gen = split_generator(seed, split)
+    latent = torch.rand(n_ids, len(IDENTITY_PARAM_NAMES), generator=gen)
+    style = torch.rand(n_ids, len(STYLE_PARAM_NAMES), generator=gen)
+    n = n_ids * images_per_id
+    labels = (torch.rand(n, len(ATTRIBUTE_NAMES), generator=gen) < 0.5).float()
+    image = torch.rand(n, len(IMAGE_PARAM_NAMES), generator=gen)
+    person = torch.arange(n_ids).repeat_interleave(images_per_id)
+    offset = JUDGE_ID_OFFSET + 1_000_000 * JUDGE_SPLITS.index(split)
+    return SplitParams(identity=person + offset, person=person, latent=latent, style=style,
+                       image=image, labels=labels)
