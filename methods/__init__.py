@@ -4,3 +4,6 @@ from methods.base import Budget, EditContext, Editor, EditorError, EditorMeta  #
 # built-in editors register themselves on import (one line each)
 from methods import identity  # noqa: F401,E402
 from methods import oracle  # noqa: F401,E402
+from methods import sagan  # noqa: F401,E402
+from methods import l2mgan  # noqa: F401,E402
+from methods.interfacegan import editor as _interfacegan  # noqa: F401,E402
