@@ -26,7 +26,6 @@ with zeroed weights scores every edit the same without a word (FID 6.1 -> 218, s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -36,11 +35,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+from benchmark.assets import sha256_file
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 T = TypeVar("T")
-_CHUNK = 1 << 20
 
 
 class CacheCorruptError(RuntimeError):
@@ -52,13 +52,8 @@ class CacheCorruptError(RuntimeError):
         super().__init__(f"{path}: {reason}; {remedy}")
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+# the project's one streamed sha256 (assets verify downloads with it too)
+file_digest = sha256_file
 
 
 def _entry_files(directory: Path) -> list[str]:

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.assets import sha256_file
 from benchmark.data.base import DataError
 from benchmark.registry import register_method
 from methods.base import EditContext, Editor, EditorError, EditorMeta
@@ -193,12 +194,6 @@ def _stage_key(path: Path) -> str:
     return Path(path).name.split("-", 1)[1]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _OfficialGAN:
@@ -407,7 +402,7 @@ class InterFaceGANEditor(Editor):
         if not path.is_file():
             raise OptionsError(f"interfacegan: checkpoint {checkpoint!r} is neither an official model "
                                f"({', '.join(sorted(OFFICIAL_MODELS))}) nor a file")
-        return f"file:{_file_digest(path)}"
+        return f"file:{sha256_file(path)}"
 
     @staticmethod
     def _load_official(checkpoint: str, device: torch.device) -> _OfficialGAN:
