@@ -36,8 +36,10 @@ from evaluators.base import to_uint8
 
 Which = Literal["source", "edited"]
 
-# Source-side outputs kept per network across cells; bounded by the number of images they cover.
-MAX_SOURCE_ROWS = 200_000
+# Source-side outputs kept per network across cells, bounded by the image rows they hold (each kind
+# counts): 50,000 rows of 512-d features are ~100 MB; the default grid holds 10,000 (500 images × 10
+# attributes × 2 kinds).
+MAX_SOURCE_ROWS = 50_000
 
 
 class _SourceOutputs:

@@ -115,7 +115,14 @@ class Face:
     """Per-image scalars (B×1×1×1) derived from the factors; attributes enter here, once."""
 
     def __init__(self, p: Params, dtype: torch.dtype, device: torch.device):
-        v = lambda k: p[k].to(device=device, dtype=dtype).view(-1, 1, 1, 1)  # noqa: E731
+        cache: dict[str, torch.Tensor] = {}
+
+        def v(k: str) -> torch.Tensor:
+            """Factor ``k`` as B×1×1×1 (converted once: layers ask for the same factors again and again)."""
+            if k not in cache:
+                cache[k] = p[k].to(device=device, dtype=dtype).view(-1, 1, 1, 1)
+            return cache[k]
+
         self.v = v
         male, young = v("Male"), v("Young")
         self.male, self.young, self.old = male, young, 1 - young
@@ -312,7 +319,9 @@ def draw_wrinkles(cv: Canvas, x, y, f: Face, skin, lit, px) -> None:
     u = (ax - f.ex) / (f.ew * 0.9)
     bag = line_band(y, f.eye_y + f.eh * 1.9 - 0.012 * (1 - u ** 2), 0.0, thin)
     sdfs.append(torch.maximum(bag, u.abs() - 1))
-    sdf = torch.stack(sdfs).amin(dim=0)
+    sdf = sdfs[0]
+    for other in sdfs[1:]:  # the running minimum: amin over a stack, without the 11-deep copy
+        sdf = torch.minimum(sdf, other)
     inside_face = (face_sdf(x, y, f) < -px).to(x.dtype)
     cv.over(dark, coverage(sdf, px) * strength * inside_face, ("Young",))
 
