@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="create the run directory (config.yaml) and print its path, run nothing: for cluster jobs")
     p.add_argument("--shard", type=parse_shard, metavar="K/N",
                    help="run only cells i with i %% N == K (0-based); N jobs with --resume RUN_DIR share one run")
+    p.add_argument("--cell", action="append", metavar="CELL_ID",
+                   help="run only this cell (repeatable), id <method>__<attribute>__s<strength>__seed<seed> "
+                        "(the stem of its image files); with --resume RUN_DIR, one cluster job per cell")
+    p.add_argument("--no-train", action="store_true",
+                   help="never train: fits come from the cache or shipped reference fits, and a cell whose stage "
+                        "is missing fails naming it (the launcher's cell jobs, after their fit job)")
     p.add_argument("--retrain", action="store_true",
                    help="ignore the reference fits shipped with the repository (same as fits.reference=false)")
     p.add_argument("--fit-only", action="store_true",
@@ -308,16 +314,21 @@ def print_report_summary(out: Path) -> None:
 
 
 def execute(cfg: Config, resume_dir: Path | None, out: Path | None,
-            shard: tuple[int, int] | None = None, no_report: bool = False) -> int:
-    """Create or continue the run directory, run the grid (or one shard of it), write the report.
+            shard: tuple[int, int] | None = None, no_report: bool = False,
+            cells: list[str] | None = None, no_train: bool = False) -> int:
+    """Create or continue the run directory, run the grid (or one shard of it, or the cells
+    ``cells`` by id), write the report; ``no_train``: never train a fit stage.
 
     Returns the exit status: ``EXIT_RUN_ERRORS`` when any cell or metric of
     this invocation's cells errored (their latest attempts in results.jsonl).
     """
     from benchmark import report
-    from benchmark.runner import GridRunner
+    from benchmark.runner import GridRunner, expand_cells, select_cells, shard_cells
 
-    preflight(cfg)
+    _, attrs = preflight(cfg)
+    if cells is not None:  # unknown ids fail here, before any run directory or model
+        grid = expand_cells(cfg, attrs)
+        select_cells(shard_cells(grid, *shard) if shard is not None else grid, cells)
     device = check_device(cfg)
     if resume_dir is None:
         run_dir = _claim_run_dir(cfg, out)
@@ -332,9 +343,10 @@ def execute(cfg: Config, resume_dir: Path | None, out: Path | None,
         if resume_dir is None:
             _discard_if_empty(run_dir)
         raise
+    runner.allow_training = not no_train
     rundir.atomic_write_text(run_dir / env_name, json.dumps(rundir.environment(device, cfg.seeds), indent=2))
     print(f"run directory: {run_dir}", flush=True)
-    stats = runner.run(shard)
+    stats = runner.run(shard, cells)
     if cfg.fits.fit_only:  # nothing was evaluated: the fits' own count is the outcome
         print(f"fits: {stats.get('fits', 0)} total, {stats.get('ok', 0)} ready, {stats.get('error', 0)} failed",
               flush=True)
@@ -346,7 +358,7 @@ def execute(cfg: Config, resume_dir: Path | None, out: Path | None,
             print_report_summary(report.generate(run_dir))
         except Exception as exc:  # noqa: BLE001 - results are safe on disk; the report can be rebuilt
             print(f"report failed ({type(exc).__name__}: {exc}); rebuild with --report {run_dir}", file=sys.stderr)
-    errors = run_errors(runner, shard)
+    errors = run_errors(runner, shard, cells)
     if errors["total"]:
         print(f"errors: {errors['total']} ({errors['cells']} failed cells, {errors['metrics']} failed metrics); "
               f"the messages are in {run_dir / 'report' / 'problems.csv'}", file=sys.stderr, flush=True)
@@ -354,18 +366,20 @@ def execute(cfg: Config, resume_dir: Path | None, out: Path | None,
     return EXIT_OK
 
 
-def run_errors(runner: Any, shard: tuple[int, int] | None) -> dict[str, int]:
+def run_errors(runner: Any, shard: tuple[int, int] | None, ids: list[str] | None = None) -> dict[str, int]:
     """Error rows among the latest attempts of the cells this invocation is responsible for.
 
     Read from results.jsonl, so cells finished by an earlier attempt count too;
-    with ``--shard`` only the shard's own cells do (another job's failure is
-    that job's exit status).
+    with ``--shard`` / ``--cell`` only the invocation's own cells do (another job's
+    failure is that job's exit status).
     """
-    from benchmark.runner import expand_cells, shard_cells
+    from benchmark.runner import expand_cells, select_cells, shard_cells
 
     cells = expand_cells(runner.cfg, runner.attributes)
     if shard is not None:
         cells = shard_cells(cells, *shard)
+    if ids is not None:
+        cells = select_cells(cells, ids)
     mine = {rundir.CellKey(c.method, runner.dataset.name, c.attribute, c.strength, c.seed) for c in cells}
     rows = [r for r in rundir.latest_attempts(rundir.read_rows(runner.jsonl)) if rundir.CellKey.of(r) in mine]
     return rundir.count_errors(rows)
@@ -412,7 +426,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.init:
         print(init_run(cfg, args.out))
         return EXIT_OK
-    return execute(cfg, resume_dir, args.out, args.shard, no_report=args.no_report)
+    return execute(cfg, resume_dir, args.out, args.shard, no_report=args.no_report, cells=args.cell,
+                   no_train=args.no_train)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,11 @@ UNICODE_ARROWS = {"higher": " ↑", "lower": " ↓", None: ""}
 ANCHORS = ("identity", "oracle")
 # metric order in the tables (by prefix); names matching none keep their order after these
 METRIC_ORDER = ("attr_success", "attr_preserve", "id_cos", "id_match", "id_param_err", "id_", "lpips",
-                "cf_lpips", "cf_l1", "cf_psnr", "leak", "fid", "kid")
+                "cf_lpips", "cf_l1", "cf_psnr", "leak", "fid_clean", "fid", "kid_clean", "kid_se", "kid")
 # reported in the CSV, left out of the LaTeX tables: the judge's accuracy on the sources is the
-# same for every editor (a sanity figure of the classifier, not a score)
-TABLE_EXCLUDE = ("attr_source_acc",)
+# same for every editor (a sanity figure of the classifier, not a score); so are FID's real-vs-real
+# floor and its n < d flag, which depend on the test split only (the CSV and the HTML keep them)
+TABLE_EXCLUDE = ("attr_source_acc", "fid_floor", "fid_n_below_dim")
 GROUP_LABELS = {"local": "Local", "global": "Global"}
 
 
@@ -126,7 +127,7 @@ def ordered_metrics(metrics: Iterable[str], for_latex: bool = False) -> list[str
 
 
 JUDGED = ("attr_success_", "attr_preserve_", "attr_source_acc_", "id_cos_", "id_param_err_", "id_match_",
-          "fid_clean_", "kid_clean_")
+          "fid_clean_", "kid_clean_", "kid_se_clean_", "fid_floor_clean_", "fid_n_below_dim_clean_")
 
 
 def short_names(metrics: Iterable[str]) -> tuple[dict[str, str], str]:

@@ -9,6 +9,12 @@ Fits are prepared once per (method, attribute, seed), shared by all strengths,
 through the training platform (``methods/training.py``): each stage is cached
 under ``cache_root()/editors/<method>/<stage>-<key>/`` or taken from the
 editor's shipped reference fits, and recorded in the run's ``fits.jsonl``.
+With ``GridRunner.allow_training = False`` (``--no-train``: the launcher's cell
+jobs) a stage found in neither place fails the cell with ``FitMissingError``
+naming the stage, instead of being trained.
+
+A cell's id is ``cell_id(cell)`` (``CellKey.slug()``: ``<method>__<attribute>__s<strength>__seed<seed>``,
+the stem of its image files); ``run(cells=[...])`` / ``--cell ID`` run only those cells.
 """
 from __future__ import annotations
 
@@ -51,6 +57,43 @@ class Cell:
     attribute: str
     strength: float
     seed: int
+
+
+def cell_id(cell: Cell) -> str:
+    """The stable id of a cell within its run (``--cell``): the slug its image files are named by."""
+    return rundir.CellKey(cell.method, "", cell.attribute, cell.strength, cell.seed).slug()
+
+
+def select_cells(cells: list[Cell], ids: Any) -> list[Cell]:
+    """The cells whose ``cell_id`` is in ``ids``, in grid order; ConfigError naming any id not in the grid."""
+    from benchmark.config import ConfigError
+
+    wanted = list(dict.fromkeys(ids))
+    known = {cell_id(c) for c in cells}
+    unknown = [i for i in wanted if i not in known]
+    if unknown:
+        some = ", ".join(sorted(known)[:6]) + (", ..." if len(known) > 6 else "")
+        raise ConfigError(f"--cell: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a cell of "
+                          f"this grid (ids look like <method>__<attribute>__s<strength>__seed<seed>: {some})")
+    return [c for c in cells if cell_id(c) in set(wanted)]
+
+
+class FitMissingError(EditorError):
+    """A stage is neither cached nor shipped and this process may not train it (``--no-train``)."""
+
+
+class _NoTrainFitContext(FitContext):
+    """A FitContext that resolves stages from the cache / reference fits only, never trains.
+
+    ``stage`` still waits on the entry lock, so a fit being trained by another process is reused.
+    It overrides ``FitContext._train``, which ``stage`` calls only after both lookups missed.
+    """
+
+    def _train(self, name: str, key: str, final: Path, attr: str | None, *args: Any, **kwargs: Any) -> Path:
+        what = f"{self.method}/{name}" + (f" for {attr}" if attr else " (shared by all attributes)")
+        raise FitMissingError(f"{what}, seed {self.seed}: stage {name}-{key} is neither in the cache ({final}) nor "
+                              f"among the shipped reference fits, and this job may not train (--no-train); prepare it first with the fit job, e.g. "
+                              f"faceedit-bench --resume RUN_DIR --fit-only")
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -129,6 +172,9 @@ class GridRunner:
         self.fit_seconds: dict[tuple[str, str, int], float] = {}
         self._test: FaceSplit | None = None
         self.progress = cfg.output.progress
+        # False (``--no-train``): stages come from the cache or shipped reference fits only; a missing
+        # one fails its cells with FitMissingError (the launcher's cell jobs, after their fit job)
+        self.allow_training = True
 
     # -- data -------------------------------------------------------------------
     @property
@@ -172,9 +218,10 @@ class GridRunner:
         editor.apply_budget(self.cfg.budget)
         budget = Budget.from_config(self.cfg.budget)
         seed_everything(seed)
-        fit = FitContext(editor=editor, dataset=self.dataset, attribute=attribute, seed=seed, device=self.device,
-                         fits=dataclasses.asdict(self.cfg.fits), budget=budget, show_progress=self.progress,
-                         on_stage=self._record_stage)
+        context = FitContext if self.allow_training else _NoTrainFitContext
+        fit = context(editor=editor, dataset=self.dataset, attribute=attribute, seed=seed, device=self.device,
+                      fits=dataclasses.asdict(self.cfg.fits), budget=budget, show_progress=self.progress,
+                      on_stage=self._record_stage)
         editor.prepare(fit)
         self.fit_keys[(method, attribute, seed)] = fit.fit_key
         return editor
@@ -414,11 +461,14 @@ class GridRunner:
         return stats
 
     # -- the grid ---------------------------------------------------------------
-    def run(self, shard: tuple[int, int] | None = None) -> dict[str, int]:
-        """Run the unfinished cells (of shard K/N, see ``shard_cells``) and return counts."""
+    def run(self, shard: tuple[int, int] | None = None, cells: Any = None) -> dict[str, int]:
+        """Run the unfinished cells (of shard K/N, see ``shard_cells``; of the ids ``cells``) and return counts."""
+        ids = cells
         cells = expand_cells(self.cfg, self.attributes)
         if shard is not None:
             cells = shard_cells(cells, *shard)
+        if ids is not None:
+            cells = select_cells(cells, ids)
         done = rundir.finished_cells(rundir.read_rows(self.jsonl))
         todo = [c for c in cells if rundir.CellKey(c.method, self.dataset.name, c.attribute, c.strength, c.seed) not in done]
         if self.cfg.fits.fit_only:

@@ -61,9 +61,10 @@ class Evaluator(ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     # Metric names (with protocol) this evaluator reports; used by --list and reports.
     metrics: ClassVar[tuple[str, ...]] = ()
-    # Which way is better, per metric name or name prefix (longest match wins): True = higher.
+    # Which way is better, per metric name or name prefix (longest match wins): True = higher,
+    # None = declared without a better direction (a reference value, a standard error, a flag).
     # Reports draw their arrows from it (``metric_direction``); a metric not covered gets none.
-    higher_is_better: ClassVar[dict[str, bool]] = {}
+    higher_is_better: ClassVar[dict[str, bool | None]] = {}
     # The keys ``evaluator_options.<name>`` may hold, checked before any model loads; None: not
     # declared (then ``option_names`` reads explicit keyword parameters of ``__init__``, if any).
     option_keys: ClassVar[tuple[str, ...] | None] = None
@@ -107,15 +108,12 @@ class Evaluator(ABC):
         """{metric_name: value} over everything seen since ``reset``."""
 
 
-def metric_direction(metric_name: str) -> str | None:
-    """``"higher"`` or ``"lower"`` is better for ``metric_name``, from the registered evaluators' declarations.
-
-    Exact names win over prefixes, longer prefixes over shorter ones; None when
-    no registered evaluator declares the metric (the report then draws no arrow).
-    """
+def _declaration(metric_name: str) -> tuple[bool, bool | None]:
+    """(declared by a registered evaluator, its ``higher_is_better`` entry): exact names win over prefixes,
+    longer prefixes over shorter ones."""
     from benchmark.registry import EVALUATORS  # lazy: the registry imports evaluator modules
 
-    best: tuple[int, bool] | None = None
+    best: tuple[int, bool | None] | None = None
     for name in EVALUATORS.names():
         for key, higher in getattr(EVALUATORS.get(name), "higher_is_better", {}).items():
             if metric_name == key:
@@ -125,8 +123,24 @@ def metric_direction(metric_name: str) -> str | None:
             else:
                 continue
             if best is None or rank > best[0]:
-                best = (rank, bool(higher))
-    return None if best is None else ("higher" if best[1] else "lower")
+                best = (rank, None if higher is None else bool(higher))
+    return (False, None) if best is None else (True, best[1])
+
+
+def metric_direction(metric_name: str) -> str | None:
+    """``"higher"`` or ``"lower"`` is better for ``metric_name``, from the registered evaluators' declarations.
+
+    Exact names win over prefixes, longer prefixes over shorter ones; None when
+    no registered evaluator declares the metric, or one declares it without a
+    direction (the report then draws no arrow).
+    """
+    higher = _declaration(metric_name)[1]
+    return None if higher is None else ("higher" if higher else "lower")
+
+
+def metric_is_declared(metric_name: str) -> bool:
+    """Whether a registered evaluator's ``higher_is_better`` covers ``metric_name`` (a None entry counts)."""
+    return _declaration(metric_name)[0]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,23 @@ size - and call clean-fid's ``kernel_distance`` on the two samples (its
 the cap the sample is the whole set, and KID equals clean-fid's ``compute_kid``
 on the same images.
 
+Small n (docs/metrics.md, "FID at small n"): a direction may have only ~70 edited
+images against 256-2048-d features, where FID mostly measures n.  Beside each FID
+and KID three rows say how far to trust them (``<p>`` = the protocol suffix,
+``inception`` or the classifier's tag):
+
+- ``fid_floor_clean_<p>``: the FID between two disjoint random subsets of n real
+  images of the target value each (n = the edited images of the direction),
+  taken from the cached reference sample (``kid_sample`` of ``stats.npz``, a
+  uniform sample of the real set): what a perfect editor would score with n
+  images on both sides.  NaN, with a logged reason, when that sample holds
+  fewer than 2n features.  Seeded by (``kid_seed``, n), computed exactly in
+  the rank-n subspace (``frechet_from_samples``), no network pass.
+- ``kid_se_clean_<p>``: the standard error of ``kid_clean_<p>``, from the
+  same kernel matrices as the KID value (``kid_with_se``).
+- ``fid_n_below_dim_clean_<p>``: 1.0 when n < the feature dimension (the
+  edited covariance is singular), else 0.0.
+
 Two protocols, two names (DESIGN §3): ``fid_inception`` reports
 ``fid_clean_inception`` / ``kid_clean_inception`` (needs the Inception weights,
 downloaded once), ``fid_classifier`` reports ``fid_clean_<tag>`` /
@@ -184,19 +201,99 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def kid_from_samples(feats1: np.ndarray, feats2: np.ndarray, seed: int = 0) -> float:
-    """clean-fid's ``kernel_distance(feats1, feats2)`` with numpy's global RNG seeded, then restored."""
-    from cleanfid.fid import kernel_distance
+def kid_with_se(feats1: np.ndarray, feats2: np.ndarray, seed: int = 0, num_subsets: int = 100,
+                max_subset_size: int = 1000) -> tuple[float, float]:
+    """(KID, its standard error) of two feature samples; (NaN, NaN) with fewer than 2 in either.
 
+    The value is clean-fid's ``kernel_distance(feats1, feats2)`` after ``np.random.seed(seed)``, to
+    the last bit: the same subset draws (a ``RandomState(seed)``, which is what seeding numpy's
+    global generator sets up, so the global state is left alone), the same float32 arithmetic in
+    the same order.  Each subset s gives the unbiased MMD^2 estimate of m real against m edited
+    features (m = min(len1, len2, max_subset_size)); KID is their mean.
+
+    The standard error is not the spread of the subset estimates over sqrt(#subsets): with m =
+    min(len1, len2) the smaller set is the whole of every subset, so that spread sees only the
+    resampling of the larger set (and is exactly 0 when both sets have m features).  It is the
+    first-order (Hoeffding / delta-method) standard error of the U-statistic, per subset
+
+        var_s = 4/m * (Var_i[hr_i] + Var_j[he_j]),
+        hr_i = mean_{i'!=i} k(r_i, r_i') - mean_j k(r_i, e_j),
+        he_j = mean_{j'!=j} k(e_j, e_j') - mean_i k(r_i, e_j),
+
+    (r real, e edited, sample variances), and SE = sqrt(mean_s var_s): the standard error of one
+    subset's estimate, which bounds that of their mean from above; conservative (the plug-in h adds
+    its own noise: ~1.3× the spread of KID over fresh draws when the distributions differ, ~1.7×
+    when they are equal, docs/metrics.md).  It shrinks as 1/sqrt(m) when the distributions differ
+    and as 1/m when they are equal (where the first-order term vanishes).
+    """
     if len(feats1) < 2 or len(feats2) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.RandomState(seed)
+    dim = feats1.shape[1]
+    m = min(min(feats1.shape[0], feats2.shape[0]), max_subset_size)
+    total = 0
+    variances = np.empty(num_subsets)
+    with one_blas_thread():
+        for s in range(num_subsets):
+            real = feats2[rng.choice(feats2.shape[0], m, replace=False)]
+            edit = feats1[rng.choice(feats1.shape[0], m, replace=False)]
+            k_rr = (real @ real.T / dim + 1) ** 3
+            k_ee = (edit @ edit.T / dim + 1) ** 3
+            within = k_rr + k_ee
+            cross = (real @ edit.T / dim + 1) ** 3
+            total += (within.sum() - np.diag(within).sum()) / (m - 1) - cross.sum() * 2 / m
+            # the per-point projections, in float64
+            c64 = cross.astype(np.float64)
+            h_real = (k_rr.sum(axis=1, dtype=np.float64) - np.diag(k_rr)) / (m - 1) - c64.mean(axis=1)
+            h_edit = (k_ee.sum(axis=1, dtype=np.float64) - np.diag(k_ee)) / (m - 1) - c64.mean(axis=0)
+            variances[s] = 4.0 / m * (h_real.var(ddof=1) + h_edit.var(ddof=1))
+    kid = total / num_subsets / m
+    return float(kid), float(np.sqrt(variances.mean()))
+
+
+def kid_from_samples(feats1: np.ndarray, feats2: np.ndarray, seed: int = 0) -> float:
+    """clean-fid's ``kernel_distance(feats1, feats2)`` as if numpy's global RNG were seeded with ``seed``."""
+    return kid_with_se(feats1, feats2, seed)[0]
+
+
+def frechet_from_samples(a: np.ndarray, b: np.ndarray) -> float:
+    """The Frechet distance of the Gaussians fitted to two feature samples (unbiased covariances), exactly.
+
+    tr sqrt(S_a S_b) is the sum of the singular values of A B^T / sqrt((n_a-1)(n_b-1)), A and B the
+    centred samples, so no d×d square root is taken: an n×n SVD when both sets have at most d
+    rows (the singular case, where clean-fid's ``sqrtm`` is slow and approximate), else the SVD of
+    the product of the two d×d QR factors.  Agrees with ``frechet_distance`` on the same moments to
+    ~1e-7 relative in the singular case, ~1e-12 otherwise (tests/test_fid.py).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or len(b) < 2:
         return float("nan")
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with one_blas_thread():
-            return float(kernel_distance(feats1, feats2))
-    finally:
-        np.random.set_state(state)
+    ca, cb = a - a.mean(axis=0), b - b.mean(axis=0)
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    da, db = len(a) - 1, len(b) - 1
+    if max(len(a), len(b)) <= a.shape[1]:
+        prod = ca @ cb.T
+    else:
+        prod = np.linalg.qr(ca, mode="r") @ np.linalg.qr(cb, mode="r").T
+    cross = np.linalg.svd(prod, compute_uv=False).sum() / np.sqrt(da * db)
+    return float(diff @ diff + (ca * ca).sum() / da + (cb * cb).sum() / db - 2.0 * cross)
+
+
+def fid_floor(real_sample: np.ndarray, n: int, seed: int = 0) -> tuple[float, str]:
+    """(real-vs-real FID of two disjoint random n-subsets of ``real_sample``, why NaN or "").
+
+    The subsets are the first and second n of a permutation drawn from ``default_rng([seed, n])``:
+    a function of the sample, n and the seed only.
+    """
+    n = int(n)
+    if n < 2:
+        return float("nan"), f"{n} edited image(s): FID needs at least 2"
+    if len(real_sample) < 2 * n:
+        return float("nan"), (f"the real sample holds {len(real_sample)} features, fewer than 2n = {2 * n} "
+                              f"(two disjoint subsets of n = {n})")
+    order = np.random.default_rng([int(seed), n]).permutation(len(real_sample))
+    return frechet_from_samples(real_sample[order[:n]], real_sample[order[n:2 * n]]), ""
 
 
 @dataclass
@@ -279,6 +376,11 @@ def reference_stats(dataset: FaceDataset, attribute: str, value: int, extractor:
 
 # -- evaluators -----------------------------------------------------------------------------------
 
+# How far to trust FID / KID, not scores of the editor: declared with no better direction (no
+# arrow, never bold in the tables).
+SMALL_N_ROWS: dict[str, bool | None] = {"fid_floor_clean_": None, "fid_n_below_dim_clean_": None,
+                                        "kid_se_clean_": None}
+
 class CleanFidEvaluator(Evaluator):
     """Streaming FID + KID against the real test images of the target value; subclasses pick the features.
 
@@ -312,9 +414,18 @@ class CleanFidEvaluator(Evaluator):
         ref, ref_sample = reference_stats(self.ctx.dataset, self.ctx.attribute, self.ctx.direction,
                                           self.extractor, self.kid_cap, self.kid_seed, self.ref_batch_size)
         tag = self.extractor.tag
+        n, dim = self.stats.moments.n, int(ref.shift.shape[0])
+        floor, why = fid_floor(ref_sample, n, self.kid_seed)
+        if why:
+            log.warning("FID floor of %s %s=%d (%s) is NaN: %s", self.ctx.dataset.name, self.ctx.attribute,
+                        self.ctx.direction, tag, why)
+        kid, kid_se = kid_with_se(self.stats.sample.features(), ref_sample, self.kid_seed)
         return {
             f"fid_clean_{tag}": frechet_from_moments(self.stats.moments, ref),
-            f"kid_clean_{tag}": kid_from_samples(self.stats.sample.features(), ref_sample, self.kid_seed),
+            f"fid_floor_clean_{tag}": floor,
+            f"fid_n_below_dim_clean_{tag}": float(n < dim),
+            f"kid_clean_{tag}": kid,
+            f"kid_se_clean_{tag}": kid_se,
         }
 
 
@@ -322,8 +433,9 @@ class CleanFidEvaluator(Evaluator):
 class InceptionFid(CleanFidEvaluator):
     """The standard protocol: clean-fid's TorchScript Inception-v3 (downloaded once, ~92 MB)."""
 
-    metrics = ("fid_clean_inception", "kid_clean_inception")
-    higher_is_better = {"fid_clean_inception": False, "kid_clean_inception": False}
+    metrics = ("fid_clean_inception", "fid_floor_clean_inception", "fid_n_below_dim_clean_inception",
+               "kid_clean_inception", "kid_se_clean_inception")
+    higher_is_better = {"fid_clean_inception": False, "kid_clean_inception": False, **SMALL_N_ROWS}
 
     def build_extractor(self, ctx: EvalContext) -> FeatureExtractor:
         return shared_model(("fid_inception", str(ctx.device)), lambda: load_inception(ctx.device))
@@ -336,8 +448,9 @@ class ClassifierFid(CleanFidEvaluator):
     Option ``classifier`` (dict) is passed to ``load_classifier`` as its config.
     """
 
-    metrics = ("fid_clean_<classifier>", "kid_clean_<classifier>")
-    higher_is_better = {"fid_clean_": False, "kid_clean_": False}
+    metrics = ("fid_clean_<classifier>", "fid_floor_clean_<classifier>", "fid_n_below_dim_clean_<classifier>",
+               "kid_clean_<classifier>", "kid_se_clean_<classifier>")
+    higher_is_better = {"fid_clean_": False, "kid_clean_": False, **SMALL_N_ROWS}
     option_keys = ("kid_max_samples", "kid_seed", "ref_batch_size", "classifier")
     requires = frozenset({"judge_memo"})  # optional: the classifier pass shared with ``attributes``
 

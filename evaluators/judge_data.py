@@ -44,6 +44,18 @@ CACHE_SUBDIR = "judge_renders"
 GAP = (0.4, 0.6)  # intermediate attribute values never drawn: labels stay unambiguous
 
 
+# Judge-set sizes relative to the editors' train identities (SynthFaces' default 1,000 -> 1,600 judge
+# and 200 judge_val people): the judges see more people than the editors, and a small test dataset gets
+# a small judge set instead of the full one.
+JUDGE_IDS_PER_TRAIN_ID = {"judge": 1.6, "judge_val": 0.2}
+
+
+def default_judge_ids(dataset: FaceDataset, split: str = "judge") -> int:
+    """People in the judge set ``split`` of ``dataset`` when a config leaves the number open (None)."""
+    n_train = int(getattr(dataset, "n_train_ids", 1000))
+    return max(8, round(JUDGE_IDS_PER_TRAIN_ID[split] * n_train))
+
+
 def supports_judge_data(dataset: FaceDataset) -> bool:
     """Only SynthFaces can render arbitrary attribute combinations of a person."""
     from benchmark.data.synthfaces.dataset import SynthFaces

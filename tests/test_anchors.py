@@ -60,10 +60,11 @@ def test_oracle_anchors(results):
     assert readable["Male"]
     succ_o, succ_i = _metric(results, "oracle", "attr_success_"), _metric(results, "identity", "attr_success_")
     assert (succ_o[readable] > succ_i[readable] + 0.25).all()
-    # and moves the edited images towards the real images of the target value
+    # and moves the edited images towards the real images of the target value, in the features of a
+    # judge that reads the attribute (a judge blind to it has features blind to it too)
     fid_o = _metric(results, "oracle", "fid_clean_")
     fid_i = _metric(results, "identity", "fid_clean_")
-    assert (fid_o < fid_i).all()
+    assert (fid_o[readable] < fid_i[readable]).all()
 
 
 def test_both_directions_and_their_mean(results):

@@ -19,8 +19,12 @@ from evaluators.fid import (
     CleanFidEvaluator,
     FeatureReservoir,
     GaussianMoments,
+    fid_floor,
     frechet_from_moments,
+    frechet_from_samples,
     kid_from_samples,
+    kid_with_se,
+    one_blas_thread,
 )
 
 CPU = torch.device("cpu")
@@ -54,6 +58,11 @@ def _stream(ev, images: torch.Tensor, batch: int) -> dict[str, float]:
         b = images[i:i + batch]
         ev.update(b, b, torch.zeros(len(b), 2), torch.full((len(b),), ev.ctx.direction))
     return ev.finalize()
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Equal dicts of floats, NaN equal to NaN."""
+    return a.keys() == b.keys() and all(a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k])) for k in a)
 
 
 def _write_pngs(images: torch.Tensor, folder: Path) -> Path:
@@ -154,7 +163,7 @@ def test_fid_of_real_set_with_itself_is_zero_and_cached():
     assert len(cached) == 1  # the reference statistics of (Smiling, 1), computed once
     stamp = cached[0].stat().st_mtime_ns
     again = _stream(TinyFid(EvalContext(ds, "Smiling", direction=1, device=CPU)), real, batch=16)
-    assert again == same and cached[0].stat().st_mtime_ns == stamp
+    assert _same(again, same) and cached[0].stat().st_mtime_ns == stamp
     _stream(TinyFid(EvalContext(ds, "Smiling", direction=0, device=CPU)), real, batch=16)
     assert len(list(fid_cache_dir().glob("*/stats.npz"))) == 2  # another value, another key
 
@@ -194,7 +203,7 @@ def test_classifier_fid_reports_its_own_name_and_matches_direct_features():
 
     ds = _dataset()
     out = _stream(Fid(EvalContext(ds, "Smiling", direction=1, device=CPU)), _edited(), batch=8)
-    assert set(out) == {"fid_clean_rescnn_test", "kid_clean_rescnn_test"}
+    assert set(out) == {f"{p}_clean_rescnn_test" for p in ("fid", "fid_floor", "fid_n_below_dim", "kid", "kid_se")}
     a = clf.features(_edited()).double().numpy()
     b = clf.features(_real_images(ds, "Smiling", 1)).double().numpy()
     assert out["fid_clean_rescnn_test"] == pytest.approx(_scipy_fid(a, b), rel=1e-5)
@@ -213,3 +222,108 @@ def test_missing_inception_weights_offline_raise_one_clear_error(tmp_path):
     assert str(tmp_path / "cache" / "fid" / "inception-2015-12-05.pt") in msg
     assert "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt" in msg
     assert "FACEEDIT_OFFLINE" in msg
+
+
+# -- small n: the real-vs-real floor, KID's standard error, the n < d flag ----------------------------
+
+def _gaussian(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    mix = np.random.default_rng(100).normal(size=(dim, dim)) / np.sqrt(dim)  # one covariance for all draws
+    return (np.random.default_rng(seed).normal(size=(n, dim)) @ mix + shift).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_a, n_b, dim", [(40, 40, 64), (40, 55, 64), (300, 250, 8), (60, 90, 40)])
+def test_frechet_from_samples_matches_the_moment_route(n_a, n_b, dim):
+    a, b = _gaussian(n_a, dim, 1), _gaussian(n_b, dim, 2, shift=0.3)
+    ma, mb = GaussianMoments(), GaussianMoments()
+    ma.update(a)
+    mb.update(b)
+    ours = frechet_from_samples(a, b)
+    assert ours == pytest.approx(frechet_from_moments(ma, mb), rel=1e-6)
+    if n_a > dim and n_b > dim:  # full rank: scipy's sqrtm is accurate there
+        assert ours == pytest.approx(_scipy_fid(a.astype(np.float64), b.astype(np.float64)), rel=1e-9)
+    assert np.isnan(frechet_from_samples(a[:1], b))
+
+
+def test_floor_is_positive_and_falls_as_n_grows():
+    pool = _gaussian(4000, 32, 3)
+    floors = [fid_floor(pool, n, seed=0) for n in (10, 40, 160, 640, 2000)]
+    assert all(why == "" for _, why in floors)
+    values = [v for v, _ in floors]
+    assert all(v > 0 for v in values)
+    assert all(b < a for a, b in zip(values, values[1:])), values
+    assert fid_floor(pool, 40, seed=0) == floors[1]  # deterministic: seeded by (seed, n)
+    assert fid_floor(pool, 40, seed=1)[0] != values[1]
+
+
+def test_floor_is_nan_with_too_few_real_images(caplog):
+    pool = _gaussian(30, 8, 4)
+    value, why = fid_floor(pool, 16)
+    assert np.isnan(value) and "fewer than 2n = 32" in why
+    assert not np.isnan(fid_floor(pool, 15)[0])
+    assert np.isnan(fid_floor(pool, 1)[0])
+    ds = _dataset()  # 48 test images, about half of each Smiling value: fewer than 2 × 36
+    with caplog.at_level("WARNING", logger="evaluators.fid"):
+        out = _stream(TinyFid(EvalContext(ds, "Smiling", direction=1, device=CPU)), _edited(36), batch=12)
+    assert np.isnan(out[f"fid_floor_clean_{TAG}"]) and np.isfinite(out[f"fid_clean_{TAG}"])
+    assert "FID floor" in caplog.text and "fewer than 2n = 72" in caplog.text
+
+
+@pytest.mark.parametrize("n1, n2, subsets", [(30, 30, 100), (40, 70, 100), (1100, 1300, 8)])
+def test_kid_value_is_cleanfids_kernel_distance_to_the_bit(n1, n2, subsets):
+    from cleanfid.fid import kernel_distance
+
+    f1, f2 = _gaussian(n1, 16, 5, shift=0.2), _gaussian(n2, 16, 6)
+    before = np.random.get_state()[1].copy()
+    ours = kid_with_se(f1, f2, seed=3, num_subsets=subsets)[0]
+    assert np.array_equal(np.random.get_state()[1], before)  # numpy's global generator untouched
+    np.random.seed(3)
+    with one_blas_thread():
+        ref = kernel_distance(f1, f2, num_subsets=subsets)  # subsets of 1,000 in the last case
+    assert ours == ref
+    if subsets == 100:
+        assert kid_from_samples(f1, f2, seed=3) == ref
+
+
+def test_kid_standard_error_is_positive_finite_and_shrinks():
+    for shift in (0.5, 0.0):  # different distributions, then the same one
+        ses = []
+        for n in (40, 160, 640):
+            kid, se = kid_with_se(_gaussian(n, 16, 7, shift=shift), _gaussian(n, 16, 8), seed=0, num_subsets=20)
+            assert np.isfinite(kid) and np.isfinite(se) and se > 0
+            ses.append(se)
+        assert ses[0] > ses[1] > ses[2], (shift, ses)
+    kid, se = kid_with_se(_gaussian(400, 16, 7, shift=0.5), _gaussian(400, 16, 8), seed=0)
+    assert kid > 3 * se  # a clear difference stands out of its error bar
+    assert all(np.isnan(v) for v in kid_with_se(_gaussian(1, 16, 7), _gaussian(9, 16, 8)))
+
+
+def test_kid_standard_error_matches_the_spread_over_fresh_samples():
+    """The first-order SE is a standard error: near (a little above) the spread of KID over independent draws."""
+    kids, ses = [], []
+    for r in range(12):
+        kid, se = kid_with_se(_gaussian(200, 8, 1000 + r, shift=0.3), _gaussian(200, 8, 2000 + r), seed=r,
+                              num_subsets=5)
+        kids.append(kid)
+        ses.append(se)
+    assert 0.5 < np.std(kids, ddof=1) / np.mean(ses) < 2.0
+
+
+def test_n_below_dim_flag():
+    ds = _dataset()
+    few = _stream(TinyFid(EvalContext(ds, "Smiling", direction=0, device=CPU)), _edited(10), batch=4)
+    many = _stream(TinyFid(EvalContext(ds, "Smiling", direction=0, device=CPU)), _edited(16), batch=4)
+    assert few[f"fid_n_below_dim_clean_{TAG}"] == 1.0  # 10 images, 16-d features
+    assert many[f"fid_n_below_dim_clean_{TAG}"] == 0.0  # n = d: the covariance can be full rank
+
+
+def test_small_n_rows_are_batch_size_invariant():
+    ds = _dataset()
+    outs = [_stream(TinyFid(EvalContext(ds, "Smiling", direction=0, device=CPU)), _edited(10), batch=b)
+            for b in (10, 3, 1)]
+    assert np.isfinite(outs[0][f"fid_floor_clean_{TAG}"]) and outs[0][f"fid_floor_clean_{TAG}"] > 0
+    assert np.isfinite(outs[0][f"kid_se_clean_{TAG}"]) and outs[0][f"kid_se_clean_{TAG}"] > 0
+    for out in outs[1:]:
+        for p in ("fid_floor", "fid_n_below_dim"):  # functions of the cached real sample and n only
+            assert out[f"{p}_clean_{TAG}"] == outs[0][f"{p}_clean_{TAG}"]
+        assert out[f"kid_se_clean_{TAG}"] == pytest.approx(outs[0][f"kid_se_clean_{TAG}"], rel=1e-6)
+        assert out[f"fid_clean_{TAG}"] == pytest.approx(outs[0][f"fid_clean_{TAG}"], rel=1e-6)

@@ -37,7 +37,7 @@ def classifier_key(dataset: FaceDataset, config: ClassifierConfig) -> str:
     payload = {
         "dataset": dataset.fingerprint(),
         "resolution": dataset.resolution,
-        "config": config.hashed_dict(),
+        "config": config.resolved(dataset).hashed_dict(),
         "code_version": CODE_VERSION,
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()

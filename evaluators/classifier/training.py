@@ -66,15 +66,19 @@ class ClassifierHandle:
 
 
 def classifier_tag(dataset: FaceDataset, config: ClassifierConfig) -> str:
-    """``<arch>_<dataset><resolution>``, plus a config hash when the config is not the default.
+    """``<arch>_[judge_]<dataset><resolution>``, plus a config hash when the config is not the default.
 
     Metric names carry the tag, so a classifier trained differently is a
-    different protocol with a different name (DESIGN §3).
+    different protocol with a different name (DESIGN §3).  ``judge_`` marks a classifier trained on
+    the dataset's judge renders (SynthFaces' default since issue 15), so its rows never merge with
+    those of the earlier train-split judge (``resnet18_synthfaces64``, now ``train_data: train``).
     """
-    base = f"{config.arch}_{dataset.name}{dataset.resolution}"
-    if config.hashed_dict() == default_config(dataset).hashed_dict():
+    resolved = config.resolved(dataset)
+    source = "judge_" if resolved.train_data == "judge" else ""
+    base = f"{config.arch}_{source}{dataset.name}{dataset.resolution}"
+    if resolved.hashed_dict() == default_config(dataset).resolved(dataset).hashed_dict():
         return base
-    blob = json.dumps(config.hashed_dict(), sort_keys=True, default=str).encode()
+    blob = json.dumps(resolved.hashed_dict(), sort_keys=True, default=str).encode()
     return f"{base}_{hashlib.sha256(blob).hexdigest()[:6]}"
 
 
@@ -338,7 +342,7 @@ def train_classifier(dataset: FaceDataset, device: torch.device | str, config: C
     (e.g. ``classifier.json`` deleted, or written before manifests existed) or corrupt one is
     retrained once, under the entry's lock, and replaces the broken folder.
     """
-    config = ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)
+    config = (ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)).resolved(dataset)
     device = torch.device(device)
     final = cache.classifier_dir(dataset, config)
     _, trained = entries.ensure_entry(final, lambda tmp: _train_into(tmp, final.name, dataset, config, device),
@@ -360,7 +364,8 @@ def _load_dir(directory: Path, dataset: FaceDataset, device: torch.device, remed
                                     "classifier weights", remedy)
     net.load_state_dict(state, strict=True)
     metrics = cache.read_json(directory / cache.METRICS_FILE, remedy)
-    return AttributeClassifier(net, dataset.attribute_names, info["resolution"], info["tag"], device,
+    # the tag is recomputed, not read: a checkpoint trained before a naming change reports under today's name
+    return AttributeClassifier(net, dataset.attribute_names, info["resolution"], classifier_tag(dataset, config), device,
                                metrics=metrics, directory=directory)
 
 
@@ -372,7 +377,7 @@ def load_classifier(dataset: FaceDataset, device: torch.device | str, config: Co
     allowed a broken one is retrained; without, it is a ``CacheCorruptError`` naming the file and
     the command that rebuilds it.  Weights are never used unverified.
     """
-    config = ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)
+    config = (ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)).resolved(dataset)
     device = torch.device(device)
     directory = cache.classifier_dir(dataset, config)
     remedy = _rebuild_hint(dataset, config)
