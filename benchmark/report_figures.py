@@ -14,6 +14,7 @@ padding), so a figure never needs a model.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -92,8 +93,20 @@ def _mask_tiles(path: Path, size: int) -> list[np.ndarray]:
     return [img[:, i * size:(i + 1) * size] for i in range(img.shape[1] // size)]
 
 
+def saved_faces(strip: Path, k: int) -> list[dict[str, Any]] | None:
+    """Identity and source label of each saved tile, from the runner's ``<slug>.json`` beside the strip."""
+    path = strip.with_suffix(".json")
+    try:
+        faces = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(faces, list) or len(faces) < k or not all({"identity", "label"} <= set(f) for f in faces[:k]):
+        return None
+    return [{"identity": int(f["identity"]), "label": int(f["label"])} for f in faces[:k]]
+
+
 def face_info(run_dir: Path, attribute: str, k: int) -> list[dict[str, Any]] | None:
-    """Identity and label of the first ``k`` test faces (what the strips show), from the run's dataset.
+    """Fallback for runs saved before ``<slug>.json`` existed: assumes the strips show the first k faces.
 
     None when the dataset cannot be rebuilt here (data absent): rows are then labelled by position.
     """
@@ -154,7 +167,7 @@ def attribute_grid(run_dirs: list[Path], attribute: str, strips: dict, out: Path
     first, _ = strips[(editors[0], attribute)]
     sources = _tiles(first, "top")
     size = sources[0].shape[0]
-    info = face_info(first.parents[1], attribute, len(sources))
+    info = saved_faces(first, len(sources)) or face_info(first.parents[1], attribute, len(sources))
     rows = pick_rows(info, len(sources))
     columns = grid_columns(strips, attribute, editors, sources, size)
     ncol = len(columns)

@@ -362,7 +362,9 @@ class GridRunner:
                 pick = showcase(batch["identity"], target.cpu(), self.cfg.output.save_images).to(src.device)
                 att = given.get("attention")
                 att = att[pick.to(att.device)] if isinstance(att, torch.Tensor) and att.shape[0] == src.shape[0] else att
-                self._save_pair(cell, src[pick], edited[pick], att)
+                faces = [{"index": int(batch["index"][j]), "identity": int(batch["identity"][j]),
+                          "label": int(labels[j, ai])} for j in pick.cpu().tolist()]
+                self._save_pair(cell, src[pick], edited[pick], att, faces)
                 saved = True
             extras = self._extras(all_evs, batch, cell.attribute, target)
             editor_extras, bad = self._editor_extras(all_evs, given, src, cell.method)
@@ -425,17 +427,21 @@ class GridRunner:
         return rows
 
     def _save_pair(self, cell: Cell, src: torch.Tensor, edited: torch.Tensor,
-                   attention: Any = None) -> None:
+                   attention: Any = None, faces: list[dict[str, int]] | None = None) -> None:
         """First K sources over their edits, no padding, so reports can crop exact tiles.
 
         An editor's attention masks (``context.extras["attention"]``, B×1×H×W in [0, 1]) go beside
         them as ``<slug>_attention.png`` in the same layout: the sources over their masks.
+        ``faces`` (split index, identity and source label of each tile, ``showcase``'s pick) goes
+        to ``<slug>.json``, so figure grids label their rows with the faces really shown.
         """
         k = min(self.cfg.output.save_images, src.shape[0])
         out = self.run_dir / "images"
         out.mkdir(exist_ok=True)
         slug = rundir.CellKey(cell.method, self.dataset.name, cell.attribute, cell.strength, cell.seed).slug()
         save_image((_pair_grid(src[:k], edited[:k]).float().cpu() + 1) / 2, out / f"{slug}.png")
+        if faces is not None:
+            (out / f"{slug}.json").write_text(json.dumps(faces[:k]) + "\n")
         if isinstance(attention, torch.Tensor) and attention.dim() == 4 and attention.shape[0] >= k \
                 and attention.shape[1] in (1, 3) and attention.shape[-2:] == src.shape[-2:]:
             masks = attention[:k].detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)

@@ -329,7 +329,7 @@ def test_synth_embedder_trains_caches_and_separates_held_out_identities(tmp_path
     split = ds.split("test")
     src, index = _test_batch(split, m["test_indices"])
     out = _run(ev, src, src, batch=7, index=index)
-    tag = cfg.tag
+    tag = cfg.resolved(ds).tag
     assert tag != se.DEFAULT_TAG and ev.cos_metric == f"id_cos_synth_{tag}"
     assert out[f"id_cos_synth_{tag}"] == pytest.approx(1.0, abs=1e-5)
     assert out[f"id_param_err_synth_{tag}"] == pytest.approx(m["param_mae_test"], rel=1e-4)
@@ -379,7 +379,7 @@ def test_synthfaces_scored_factors_follow_the_edited_attribute():
 
 # small SynthFaces (500 train / 40 test people x 5 images at 32 px) and a short CosFace schedule: the factor
 # readout is closed-form and leans on the pixels, so it does not need the embedding's full schedule
-SYNTH_SMALL = {**SMALL, "epochs": 2, "batch_size": 128, "max_eval_items": 1000}
+SYNTH_SMALL = {**SMALL, "epochs": 4, "batch_size": 128, "max_eval_items": 1000}
 
 
 def test_synth_embedder_on_real_synthfaces(tmp_path, monkeypatch):
@@ -392,7 +392,7 @@ def test_synth_embedder_on_real_synthfaces(tmp_path, monkeypatch):
     ds = DATASETS.create("synthfaces", resolution=32, n_train_ids=500, n_test_ids=40, images_per_id=5)
     reason = EVALUATORS.get("id_synth").supports(ds)
     assert reason is None, reason
-    cfg = se.SynthEmbedderConfig.from_options(SYNTH_SMALL)
+    cfg = se.SynthEmbedderConfig.from_options(SYNTH_SMALL).resolved(ds)
     ev = {a: EVALUATORS.create("id_synth", _ctx_attr(ds, a), **SYNTH_SMALL) for a in ("Smiling", "Pale_Skin")}
     m = se.read_metrics(ds, cfg)
     assert m["test_identities_seen_in_train"] == 0

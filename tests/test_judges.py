@@ -159,8 +159,9 @@ def test_identity_embedder_trains_on_judge_renders(tmp_path, monkeypatch):
     summary = train_embedder(ds, cfg, "cpu", tmp_path / "out")
     assert summary["n_train_identities"] == 8 and summary["test_identities_seen_in_train"] == 0
     assert cfg.tag != SynthEmbedderConfig().tag
-    plain = SynthEmbedderConfig(image_size=32)
-    assert cache_key(ds, plain) == cache_key(ds, SynthEmbedderConfig(image_size=32, judge_ids=99))
+    plain = SynthEmbedderConfig(image_size=32, train_data="train")  # the train path ignores the judge fields
+    assert cache_key(ds, plain) == cache_key(ds, SynthEmbedderConfig(image_size=32, train_data="train", judge_ids=99))
+    assert SynthEmbedderConfig().resolved(ds).train_data == "judge" and SynthEmbedderConfig().tag.endswith("_judge")
 
 
 def test_classifier_train_key_ignores_judge_fields():

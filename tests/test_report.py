@@ -160,3 +160,31 @@ def test_grid_rows_alternate_directions_and_prefer_new_identities():
     rows = report_figures.pick_rows(info, 6, n=4)
     assert rows[:3] == [0, 4, 3] or rows[:2] == [0, 4]
     assert {info[i]["label"] for i in rows} == {0, 1} and len({info[i]["identity"] for i in rows}) == 3
+
+
+def test_grid_rows_are_labelled_by_the_faces_really_saved(tmp_path):
+    """The runner saves showcase-picked faces (distinct people), not the first k: the sidecar says which."""
+    import json
+
+    run = write_run(tmp_path, "00000-labels", methods=("good",), seeds=(0,), strengths=(1.0,))
+    slug = rundir.CellKey("good", "toy", "Smiling", 1.0, 0).slug()
+    faces = [{"index": 40 + i, "identity": 70 + i, "label": i % 2} for i in range(4)]
+    (run / "images" / f"{slug}.json").write_text(json.dumps(faces))
+    strip_path = run / "images" / f"{slug}.png"
+    assert report_figures.saved_faces(strip_path, 4) == [{"identity": 70 + i, "label": i % 2} for i in range(4)]
+    assert report_figures._row_label(report_figures.saved_faces(strip_path, 4), 1, "Smiling") == "id 71\n−Smiling"
+    (run / "images" / f"{slug}.json").write_text("[{\"identity\": 1}]")  # malformed or short: fall back
+    assert report_figures.saved_faces(strip_path, 4) is None
+
+
+def test_runner_writes_the_sidecar_of_the_saved_faces(tmp_path, cache_dir):
+    import json
+
+    assert main(["--out", str(tmp_path / "runs"), "data.name=toy-faces", "data.resolution=8", "methods=[identity]",
+                 "attributes=[Smiling]", "strengths=[1.0]", "evaluators=[mean-abs-change]", "device=cpu",
+                 "output.progress=false", "output.save_images=3", "--no-report"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    sidecars = list((run / "images").glob("*.json"))
+    assert len(sidecars) == 1
+    faces = json.loads(sidecars[0].read_text())
+    assert len(faces) == 3 and all({"index", "identity", "label"} <= set(f) for f in faces)

@@ -144,7 +144,7 @@ class SynthIdentityEvaluator(Evaluator):
             raise MetricUnavailable(reason)
         self.device = torch.device(ctx.device)
         # the evaluator's own options are the embedder config (unknown keys fail, naming the valid ones)
-        self.config = se.SynthEmbedderConfig.from_options(options)
+        self.config = se.SynthEmbedderConfig.from_options(options).resolved(ctx.dataset)
         self.split = ctx.dataset.split("test")
         self.model = shared_model(("id_synth", se.cache_key(ctx.dataset, self.config), str(self.device)),
                                   lambda: se.get_embedder(ctx.dataset, self.config, self.device))

@@ -52,7 +52,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -141,7 +141,10 @@ class SynthEmbedderConfig:
     # (16, 32, 64, 128): ~10 ms per 64-px image per training step on one shared CPU thread here
     widths: tuple[int, ...] = (16, 32, 64, 128)
     embedding_dim: int = 128
-    epochs: int = 5  # measured: 236 s of the 336 s default training here (2 busy shared cores, 1 thread)
+    # 20 on the judge renders (issue 15): at 5 epochs CosFace had not converged (loss 16.8) and the
+    # oracle's Young / Blond_Hair counterfactuals scored id_cos 0.10 / -0.10; at 20 (loss 4.4) 0.76 / 0.73.
+    # Measured: 1,345 s on one busy thread (1,260 steps of 128 images at 64 px), docs/metrics.md
+    epochs: int = 20
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -154,13 +157,25 @@ class SynthEmbedderConfig:
     readout_val_fraction: float = 0.2
     max_train_items: int | None = 20000
     max_eval_items: int = 1500
-    # "train": the editors' train split (the default until measured, issue 15); "judge": SynthFaces' judge
+    # "auto" (default, issue 15): "judge" where the dataset can render judge data (SynthFaces), else
+    # "train".  "judge": SynthFaces' judge
     # renders (evaluators/judge_data.py) - the same person with every attribute an independent coin per
     # image, under varied pose and light, so CosFace must learn the identity factors, not hair colour,
-    # age or skin.  ``judge_ids`` people x ``judge_images_per_id`` images (shared with the attribute judge).
-    train_data: str = "train"
-    judge_ids: int = 1600
+    # age or skin.  ``judge_ids`` people x ``judge_images_per_id`` images (shared with the attribute judge;
+    # None: 1.6 x the dataset's train identities, 1,600 by default).  "train": the editors' train split,
+    # the default before issue 15 (it learns hair colour, age and skin as identity).
+    train_data: str = "auto"
+    judge_ids: int | None = None
     judge_images_per_id: int = 5
+    # judge path only (issue 15): the judge set's one-attribute-flipped counterfactual pairs join training
+    # as more images of their person (exactly the invariance id_cos must have), and each training image
+    # is blurred / noised / colour-cast with probability ``degrade_prob`` each (judge_data.degrade; blur
+    # σ up to ``degrade_max_sigma`` px, noise std up to ``degrade_max_noise``, cast ±0.05 kept mild since
+    # skin tone is identity): without it a 0.6-px blur cost as much id_cos (0.76) as a gender swap.
+    use_pairs: bool = True
+    degrade_prob: float = 0.4
+    degrade_max_sigma: float = 1.5
+    degrade_max_noise: float = 0.1
     seed: int = 0
 
     @classmethod
@@ -182,11 +197,25 @@ class SynthEmbedderConfig:
 
         A different protocol is a different metric name (DESIGN §3), so a changed
         config never reports under the default name.
+        ``_judge`` marks an embedder trained on judge renders (SynthFaces' default since issue 15), so
+        its rows never share a name with the former train-split default (``train_data: train,
+        epochs: 5``, now ``cnn4_cosface_ridge_<hash>``).  Call on a ``resolved`` config; an
+        unresolved ``auto`` is named as on SynthFaces.
         """
-        if self == SynthEmbedderConfig():
-            return self.label
+        source = "train" if self.train_data == "train" else "judge"
+        base = self.label + ("_judge" if source == "judge" else "")
+        if replace(self, train_data="auto") == SynthEmbedderConfig():
+            return base
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:6]
-        return f"{self.label}_{digest}"
+        return f"{base}_{digest}"
+
+    def resolved(self, dataset: FaceDataset) -> "SynthEmbedderConfig":
+        """``train_data: auto`` made concrete: judge renders where ``dataset`` can render them, else train."""
+        if self.train_data != "auto":
+            return self
+        from evaluators.judge_data import supports_judge_data
+
+        return replace(self, train_data="judge" if supports_judge_data(dataset) else "train")
 
 
 DEFAULT_TAG = SynthEmbedderConfig().tag
@@ -307,16 +336,30 @@ def load_split(split: FaceSplit, size: int, limit: int | None, seed: int, batch_
     return _Loaded(torch.cat(imgs), identity, torch.cat(params), torch.tensor(chosen, dtype=torch.long))
 
 
+def resolved_judge_ids(dataset: FaceDataset, config: SynthEmbedderConfig) -> int:
+    """People in the embedder's judge set: ``judge_ids``, or the dataset-scaled default when None."""
+    from evaluators.judge_data import default_judge_ids
+
+    return config.judge_ids if config.judge_ids is not None else default_judge_ids(dataset, "judge")
+
+
 def load_judge_renders(dataset: FaceDataset, config: SynthEmbedderConfig) -> _Loaded:
     """The judge renders (identities disjoint from train and test) as training data; see ``train_data``."""
     from evaluators.judge_data import judge_data, supports_judge_data
 
     if not supports_judge_data(dataset):
         raise DataError(f"id_synth train_data: judge needs SynthFaces, not {dataset.name!r}")
-    d = judge_data(dataset, "judge", config.judge_ids, config.judge_images_per_id)
-    x = resize_square(d.images.float() / 127.5 - 1, config.image_size)
+    d = judge_data(dataset, "judge", resolved_judge_ids(dataset, config), config.judge_images_per_id)
+    images, identity, params = d.images, d.identity.clone(), d.params.float()
+    index = torch.arange(len(d))
+    if config.use_pairs and len(d.pair_index):
+        images = torch.cat([images, d.pair_images])
+        identity = torch.cat([identity, d.identity[d.pair_index]])
+        params = torch.cat([params, d.params[d.pair_index].float()])
+        index = torch.cat([index, d.pair_index])
+    x = resize_square(images.float() / 127.5 - 1, config.image_size)
     images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return _Loaded(images, d.identity.clone(), d.params.float(), torch.arange(len(d)))
+    return _Loaded(images, identity, params, index)
 
 
 def _to_float(u8: torch.Tensor) -> torch.Tensor:
@@ -328,6 +371,8 @@ def _to_float(u8: torch.Tensor) -> torch.Tensor:
 def _train_embedding(model: SynthIdentityNet, data: _Loaded, config: SynthEmbedderConfig,
                      device: torch.device) -> dict:
     """CosFace on the train identities (the embedding only; the readout is fitted afterwards)."""
+    from evaluators.judge_data import degrade  # lazy: judge_data imports the renderer
+
     classes, target = torch.unique(data.identity, return_inverse=True)
     head = CosFaceLoss(config.embedding_dim, len(classes), config.cosface_scale, config.cosface_margin).to(device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=config.lr,
@@ -348,7 +393,10 @@ def _train_embedding(model: SynthIdentityNet, data: _Loaded, config: SynthEmbedd
             idx = perm[start:start + config.batch_size]
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
-            loss = head(model(_to_float(data.images[idx]).to(device)), target[idx].to(device))
+            x = _to_float(data.images[idx])
+            if config.train_data == "judge" and config.degrade_prob > 0:
+                x = degrade(x, gen, config.degrade_prob, config.degrade_max_sigma, config.degrade_max_noise)
+            loss = head(model(x.to(device)), target[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -511,10 +559,19 @@ def verification_metrics(model: SynthIdentityNet, train: _Loaded, test: _Loaded,
 
 # -- cache ------------------------------------------------------------------------------------------------
 
+# fields that change nothing on the train path (left out of its keys, which stay as before issue 15)
+JUDGE_ONLY_FIELDS = ("train_data", "judge_ids", "judge_images_per_id", "use_pairs", "degrade_prob",
+                     "degrade_max_sigma", "degrade_max_noise")
+
+
 def cache_key(dataset: FaceDataset, config: SynthEmbedderConfig) -> str:
+    config = config.resolved(dataset)
     cfg = asdict(config)
     if config.train_data == "train":  # the judge fields change nothing then: keep the existing cache keys
-        cfg = {k: v for k, v in cfg.items() if k not in ("train_data", "judge_ids", "judge_images_per_id")}
+        cfg = {k: v for k, v in cfg.items() if k not in JUDGE_ONLY_FIELDS}
+    else:  # the label names the metric, it does not change the weights; judge_ids made concrete
+        cfg = {k: v for k, v in cfg.items() if k != "label"}
+        cfg["judge_ids"] = resolved_judge_ids(dataset, config)
     payload = {"dataset": dataset.fingerprint(), "config": cfg, "code_version": CODE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -526,6 +583,7 @@ def cache_dir(dataset: FaceDataset, config: SynthEmbedderConfig) -> Path:
 def train_embedder(dataset: FaceDataset, config: SynthEmbedderConfig, device: torch.device | str,
                    out_dir: Path) -> dict:
     """Train on the train split, evaluate on the test split, write model + metrics to ``out_dir``."""
+    config = config.resolved(dataset)
     from safetensors.torch import save_file
 
     device = torch.device(device)
