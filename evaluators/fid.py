@@ -381,6 +381,9 @@ def reference_stats(dataset: FaceDataset, attribute: str, value: int, extractor:
 SMALL_N_ROWS: dict[str, bool | None] = {"fid_floor_clean_": None, "fid_n_below_dim_clean_": None,
                                         "kid_se_clean_": None}
 
+_FLOOR_WARNED: set[tuple] = set()  # (dataset, attribute, value, extractor tag, n) already warned about
+
+
 class CleanFidEvaluator(Evaluator):
     """Streaming FID + KID against the real test images of the target value; subclasses pick the features.
 
@@ -416,7 +419,8 @@ class CleanFidEvaluator(Evaluator):
         tag = self.extractor.tag
         n, dim = self.stats.moments.n, int(ref.shift.shape[0])
         floor, why = fid_floor(ref_sample, n, self.kid_seed)
-        if why:
+        if why and (key := (self.ctx.dataset.name, self.ctx.attribute, self.ctx.direction, tag, n)) not in _FLOOR_WARNED:
+            _FLOOR_WARNED.add(key)  # once per process and (set, n): every editor of a grid has the same n
             log.warning("FID floor of %s %s=%d (%s) is NaN: %s", self.ctx.dataset.name, self.ctx.attribute,
                         self.ctx.direction, tag, why)
         kid, kid_se = kid_with_se(self.stats.sample.features(), ref_sample, self.kid_seed)

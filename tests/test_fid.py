@@ -262,6 +262,9 @@ def test_floor_is_nan_with_too_few_real_images(caplog):
     assert not np.isnan(fid_floor(pool, 15)[0])
     assert np.isnan(fid_floor(pool, 1)[0])
     ds = _dataset()  # 48 test images, about half of each Smiling value: fewer than 2 × 36
+    import evaluators.fid as fid_module
+
+    fid_module._FLOOR_WARNED.clear()  # warned once per process and (set, n); earlier tests may have
     with caplog.at_level("WARNING", logger="evaluators.fid"):
         out = _stream(TinyFid(EvalContext(ds, "Smiling", direction=1, device=CPU)), _edited(36), batch=12)
     assert np.isnan(out[f"fid_floor_clean_{TAG}"]) and np.isfinite(out[f"fid_clean_{TAG}"])
