@@ -44,7 +44,7 @@ from evaluators.base import EvalContext, Evaluator, MetricUnavailable
 from evaluators.judging import JudgeMemo, split_token
 from methods.base import Budget, EditContext, Editor, EditorError
 from benchmark.progress import progress
-from methods.training import FitContext, StageRecord
+from methods.training import FitContext, FitMissingError, StageRecord  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +76,6 @@ def select_cells(cells: list[Cell], ids: Any) -> list[Cell]:
         raise ConfigError(f"--cell: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a cell of "
                           f"this grid (ids look like <method>__<attribute>__s<strength>__seed<seed>: {some})")
     return [c for c in cells if cell_id(c) in set(wanted)]
-
-
-class FitMissingError(EditorError):
-    """A stage is neither cached nor shipped and this process may not train it (``--no-train``)."""
-
-
-class _NoTrainFitContext(FitContext):
-    """A FitContext that resolves stages from the cache / reference fits only, never trains.
-
-    ``stage`` still waits on the entry lock, so a fit being trained by another process is reused.
-    It overrides ``FitContext._train``, which ``stage`` calls only after both lookups missed.
-    """
-
-    def _train(self, name: str, key: str, final: Path, attr: str | None, *args: Any, **kwargs: Any) -> Path:
-        what = f"{self.method}/{name}" + (f" for {attr}" if attr else " (shared by all attributes)")
-        raise FitMissingError(f"{what}, seed {self.seed}: stage {name}-{key} is neither in the cache ({final}) nor "
-                              f"among the shipped reference fits, and this job may not train (--no-train); prepare it first with the fit job, e.g. "
-                              f"faceedit-bench --resume RUN_DIR --fit-only")
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -218,10 +200,9 @@ class GridRunner:
         editor.apply_budget(self.cfg.budget)
         budget = Budget.from_config(self.cfg.budget)
         seed_everything(seed)
-        context = FitContext if self.allow_training else _NoTrainFitContext
-        fit = context(editor=editor, dataset=self.dataset, attribute=attribute, seed=seed, device=self.device,
-                      fits=dataclasses.asdict(self.cfg.fits), budget=budget, show_progress=self.progress,
-                      on_stage=self._record_stage)
+        fit = FitContext(editor=editor, dataset=self.dataset, attribute=attribute, seed=seed, device=self.device,
+                         fits=dataclasses.asdict(self.cfg.fits), budget=budget, show_progress=self.progress,
+                         on_stage=self._record_stage, allow_training=self.allow_training)
         editor.prepare(fit)
         self.fit_keys[(method, attribute, seed)] = fit.fit_key
         return editor

@@ -29,7 +29,7 @@ import logging
 
 import torch
 
-from benchmark.data.base import DataError, FaceDataset
+from benchmark.data.base import DataError
 from benchmark.registry import register_evaluator
 from evaluators.base import Evaluator
 from evaluators.leak import check_mask
@@ -55,12 +55,6 @@ class AttentionEvaluator(Evaluator):
     metrics = ("attn_iou", "attn_soft_iou", "attn_mass_in_region")
     higher_is_better = {"attn_iou": True, "attn_soft_iou": True, "attn_mass_in_region": True}
     option_keys = ()
-
-    @classmethod
-    def supports(cls, dataset: FaceDataset) -> str | None:
-        if not dataset.has_masks:
-            return f"dataset {dataset.name!r} has no region masks"
-        return None
 
     def reset(self) -> None:
         self.mass_in = 0.0

@@ -20,6 +20,7 @@ and the classifier pass over the edited images is shared with ``fid_classifier``
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import torch
@@ -28,6 +29,23 @@ from benchmark.registry import register_evaluator
 from evaluators.base import EvalContext, Evaluator, shared_model
 from evaluators.classifier import AttributeClassifier, load_classifier
 from evaluators.judging import JudgeMemo, Which
+
+
+log = logging.getLogger(__name__)
+_WARNED_UNRELIABLE: set[tuple[str, str]] = set()
+
+
+def warn_if_unreliable(clf: AttributeClassifier, attribute: str) -> bool:
+    """Log once per (judge, attribute) when the judge's held-out balanced accuracy on ``attribute`` is
+    below the reliability bar (``metrics.json`` ``unreliable_attributes``): its attr_* rows then say
+    little, and the reader must hear it (e.g. CelebA-HQ's Young and Pale_Skin, docs/classifier.md)."""
+    bad = attribute in clf.metrics.get("unreliable_attributes", ())
+    if bad and (clf.tag, attribute) not in _WARNED_UNRELIABLE:
+        _WARNED_UNRELIABLE.add((clf.tag, attribute))
+        bal = clf.metrics.get("balanced_accuracy", {}).get(attribute, float("nan"))
+        log.warning("!!! attribute judge %s is unreliable on %s: held-out balanced accuracy %.3f; its attr_* "
+                    "scores for %s say little (docs/classifier.md)", clf.tag, attribute, bal, attribute)
+    return bad
 
 
 def shared_classifier(ctx: EvalContext, config: dict[str, Any] | None, train_if_missing: bool) -> AttributeClassifier:
@@ -61,6 +79,7 @@ class AttributeEvaluator(Evaluator):
         self.classifier = shared_classifier(ctx, self.options.get("classifier"),
                                             bool(self.options.get("train_if_missing", True)))
         self.attr = ctx.attr_index
+        warn_if_unreliable(self.classifier, ctx.dataset.attribute_names[self.attr])
         n_attr = len(ctx.dataset.attribute_names)
         self.others = torch.tensor([i for i in range(n_attr) if i != self.attr], dtype=torch.long,
                                    device=self.classifier.device)

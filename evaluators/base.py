@@ -91,7 +91,13 @@ class Evaluator(ABC):
 
     @classmethod
     def supports(cls, dataset: FaceDataset) -> str | None:
-        """None if the metric applies to ``dataset``, else the reason it does not (e.g. no masks)."""
+        """None if the metric applies to ``dataset``, else the reason it does not (e.g. no masks).
+
+        The default reads ``requires``: an evaluator that needs the ``mask`` extra does not apply to
+        a dataset without region masks.  Override for other conditions (and call this one).
+        """
+        if "mask" in cls.requires and not dataset.has_masks:
+            return f"dataset {dataset.name!r} has no region masks"
         return None
 
     @abstractmethod

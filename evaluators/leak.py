@@ -22,7 +22,7 @@ import logging
 
 import torch
 
-from benchmark.data.base import DataError, FaceDataset
+from benchmark.data.base import DataError
 from benchmark.registry import register_evaluator
 from evaluators.base import Evaluator
 
@@ -54,12 +54,6 @@ class LeakEvaluator(Evaluator):
     metrics = ("leak",)
     higher_is_better = {"leak": False}
     option_keys = ()
-
-    @classmethod
-    def supports(cls, dataset: FaceDataset) -> str | None:
-        if not dataset.has_masks:
-            return f"dataset {dataset.name!r} has no region masks"
-        return None
 
     def reset(self) -> None:
         self.outside = 0.0

@@ -59,6 +59,11 @@ class DivergenceError(RuntimeError):
     """Training produced a non-finite or exploding value; the message names the step and the value."""
 
 
+class FitMissingError(RuntimeError):
+    """A stage is neither cached nor shipped and this context may not train it (``allow_training=False``:
+    the runner's ``--no-train``, the launcher's cell jobs)."""
+
+
 class TrainingPaused(RuntimeError):
     """The fit's wall-time slice (``budget.minutes``) is spent; it resumes from its checkpoint next run."""
 
@@ -578,8 +583,13 @@ class FitContext:
     def __init__(self, *, editor: Any, dataset: FaceDataset, attribute: str, seed: int,
                  device: torch.device | str, fits: dict[str, Any] | None = None,
                  budget: Any = None, budget_minutes: float | None = None, show_progress: bool = True,
-                 on_stage: Callable[[StageRecord], None] | None = None, cache: Path | None = None):
+                 on_stage: Callable[[StageRecord], None] | None = None, cache: Path | None = None,
+                 allow_training: bool = True):
         self.editor = editor
+        # False: stages resolve from the cache or the shipped reference fits only; a miss is a
+        # FitMissingError (``stage`` still waits on the entry lock, so a fit another process is
+        # training is reused)
+        self.allow_training = bool(allow_training)
         self.method = editor.name or type(editor).__name__
         self.dataset = dataset
         self.attribute = attribute
@@ -675,6 +685,12 @@ class FitContext:
             found = self._lookup(name, key, final, attr, waited)  # another process may have finished it
             if found is not None:
                 return found
+            if not self.allow_training:
+                what = f"{self.method}/{name}" + (f" for {attr}" if attr else " (shared by all attributes)")
+                raise FitMissingError(
+                    f"{what}, seed {self.seed}: stage {name}-{key} is neither in the cache ({final}) nor among the "
+                    "shipped reference fits, and this job may not train (--no-train); prepare it first with the "
+                    "fit job, e.g. faceedit-bench --resume RUN_DIR --fit-only")
             return self._train(name, key, final, attr, train, steps, per_attribute, version, extra)
 
     def _lookup(self, name: str, key: str, final: Path, attr: str | None, waited: float = 0.0) -> Path | None:

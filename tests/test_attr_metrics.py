@@ -178,5 +178,5 @@ def test_synthfaces_default_classifier_reaches_target(toy_cache):
     if "synthfaces" not in DATASETS.names():
         pytest.skip("synthfaces dataset not registered")
     clf = load_classifier(DATASETS.create("synthfaces", resolution=64), "cpu")
-    assert clf.tag == "resnet18_judge_synthfaces64"
+    assert clf.tag == "slim10_judge_synthfaces64"
     assert clf.metrics["mean_accuracy"] >= 0.98, clf.accuracy

@@ -165,9 +165,9 @@ def test_cache_key_covers_config_dataset_and_resolution():
 
 def test_tag_names_the_protocol():
     ds = ToyShapes(resolution=32)
-    assert classifier_tag(ds, ClassifierConfig()) == "resnet18_test-toyshapes32"
+    assert classifier_tag(ds, ClassifierConfig()) == "slim10_test-toyshapes32"
     custom = classifier_tag(ds, ClassifierConfig.from_dict(TOY_CONFIG))
-    assert custom.startswith("resnet18_test-toyshapes32_") and custom != classifier_tag(
+    assert custom.startswith("slim10_test-toyshapes32_") and custom != classifier_tag(
         ds, ClassifierConfig.from_dict({**TOY_CONFIG, "epochs": 9}))
 
 
@@ -179,12 +179,12 @@ def test_classifier_outputs_and_any_input_size(toy_classifier):
     assert torch.all((probs >= 0) & (probs <= 1)) and set(pred.unique().tolist()) <= {0, 1}
     assert torch.equal(pred, (probs > 0.5).long())
     feats = toy_classifier.features(x)
-    assert feats.shape == (16, 512) and torch.isfinite(feats).all()
+    assert feats.shape == (16, 128) and torch.isfinite(feats).all()
     assert torch.allclose(toy_classifier.net.fc(feats), logits, atol=1e-5)
     # a 64 px copy is resized back inside: the same face gets (almost) the same answers
     big = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
     assert (toy_classifier.predict(big) == pred).float().mean() > 0.9
-    assert toy_classifier.tag.startswith("resnet18_test-toyshapes32")
+    assert toy_classifier.tag.startswith("slim10_test-toyshapes32")
     assert not toy_classifier.training
     with pytest.raises(ValueError, match="B×3×H×W"):
         toy_classifier.logits(x[:, :1])
@@ -225,16 +225,47 @@ def test_atomic_directory_only_appears_when_complete(tmp_path):
 
 
 def test_small_input_stem():
-    net32 = build_network(ClassifierConfig(), 4, 32)
+    resnet = ClassifierConfig(arch="resnet18")
+    net32 = build_network(resnet, 4, 32)
     assert net32.conv1.kernel_size == (3, 3) and net32.conv1.stride == (2, 2)
     assert isinstance(net32.maxpool, torch.nn.Identity)
-    net16 = build_network(ClassifierConfig(), 4, 16)
+    net16 = build_network(resnet, 4, 16)
     assert net16.conv1.stride == (1, 1) and isinstance(net16.maxpool, torch.nn.Identity)
-    net64 = build_network(ClassifierConfig(), 4, 64)
+    net64 = build_network(resnet, 4, 64)
     assert net64.conv1.kernel_size == (7, 7) and isinstance(net64.maxpool, torch.nn.MaxPool2d)
-    net256 = build_network(ClassifierConfig(), 4, 256)
+    net256 = build_network(resnet, 4, 256)
     assert net256.conv1.kernel_size == (7, 7) and isinstance(net256.maxpool, torch.nn.MaxPool2d)
     assert net32(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+    # the default slim10 keeps twice the resolution: /1 at 32 px, /2 at 64 px, /4 from 128 px
+    slim = ClassifierConfig()
+    assert [slim.resolved_stem(r) for r in (32, 64, 128, 256)] == [1, 2, 4, 4]
+    assert build_network(slim, 4, 32)(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_added_fields_keep_old_cache_keys():
+    """``width`` came after checkpoints were cached: a resnet config hashes as before, slim10 carries its
+    rule version, so a checkpoint made under an older slim10 rule is never reused."""
+    resnet = ClassifierConfig(arch="resnet18").hashed_dict()
+    assert "width" not in resnet and "slim_code_version" not in resnet
+    slim = ClassifierConfig().hashed_dict()
+    assert slim["slim_code_version"] >= 2 and "width" not in slim
+    assert ClassifierConfig(width=24).hashed_dict()["width"] == 24
+
+
+def test_balanced_accuracy_marks_unjudgeable_attributes():
+    from evaluators.classifier.train import report_table
+    from evaluators.classifier.training import _accuracy_summary
+
+    n = 100  # A: always "no" on 10 % positives (accuracy 0.9, balanced 0.5); B: perfect; C: one class only
+    pos = torch.tensor([10, 50, 0])
+    figures = _accuracy_summary(("A", "B", "C"), n, correct=torch.tensor([90, 100, 100]), positives=pos,
+                                true_pos=torch.tensor([0, 50, 0]), true_neg=torch.tensor([90, 50, 100]))
+    assert figures["accuracy"]["A"] == pytest.approx(0.9) and figures["balanced_accuracy"]["A"] == pytest.approx(0.5)
+    assert figures["balanced_accuracy"]["B"] == pytest.approx(1.0)
+    assert figures["balanced_accuracy"]["C"] != figures["balanced_accuracy"]["C"]  # NaN: undefined, not 0.5
+    assert figures["unreliable_attributes"] == ["A", "C"]
+    table = report_table(figures)
+    assert "| A | 0.900 | 0.500 | 0.900 | **no**" in table and "| B | 1.000 | 1.000 | 0.500 | yes |" in table
 
 
 def test_bad_config_is_named():
@@ -249,7 +280,7 @@ def test_pretrained_offline_fails_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEEDIT_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(MissingAssetError, match=r"(?s)ImageNet weights.*put the file at: .*resnet18-"):
-        build_network(ClassifierConfig(pretrained=True), 4, 32)
+        build_network(ClassifierConfig(arch="resnet18", pretrained=True), 4, 32)
 
 
 def test_cli_trains_then_hits_the_cache(registered_toy, toy_cache, capsys):
@@ -258,6 +289,12 @@ def test_cli_trains_then_hits_the_cache(registered_toy, toy_cache, capsys):
     assert train_main(args) == 0
     out = capsys.readouterr().out
     assert "mean accuracy" in out and "Eyeglasses" in out
+    report = toy_cache / "report.json"
+    assert train_main(args + ["--report-split", "test", "--report-json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "on the test split (n=200)" in out and "| balanced accuracy |" in out
+    figures = json.loads(report.read_text())
+    assert figures["split"] == "test" and set(figures["balanced_accuracy"]) == set(figures["accuracy"])
 
 
 def test_cli_errors_are_one_message(registered_toy, tmp_path, monkeypatch, capsys):
@@ -267,6 +304,9 @@ def test_cli_errors_are_one_message(registered_toy, tmp_path, monkeypatch, capsy
     assert train_main(["--dataset", "no-such-dataset"]) == 2
     assert "unknown dataset 'no-such-dataset'" in capsys.readouterr().err
     assert train_main(["--dataset", ToyShapes.name, "--resolution", "32", "--pretrained"]) == 2
+    err = capsys.readouterr().err  # the default slim10 has none
+    assert err.startswith("error: ") and "slim10 has no ImageNet weights" in err and "Traceback" not in err
+    assert train_main(["--dataset", ToyShapes.name, "--resolution", "32", "--arch", "resnet18", "--pretrained"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "ImageNet weights" in err and "Traceback" not in err
     assert train_main(["--dataset", ToyShapes.name, "--set", "epochz=1"]) == 2
@@ -286,3 +326,15 @@ def test_learning_curve_does_not_change_the_weights(tmp_path, monkeypatch):
     assert len(curved.metrics["epoch_accuracy"]) == 2 and plain.metrics["epoch_accuracy"] == []
     assert curved.metrics["epoch_accuracy"][-1] == pytest.approx(curved.mean_accuracy)
     assert torch.allclose(load_classifier(ds, "cpu", cfg).logits(x), before, atol=1e-5)
+
+
+def test_grid_warns_once_when_the_judge_cannot_judge_the_attribute(caplog):
+    from evaluators.attributes import warn_if_unreliable
+
+    metrics = {"unreliable_attributes": ["Young"], "balanced_accuracy": {"Young": 0.75, "Smiling": 0.91}}
+    clf = AttributeClassifier(build_network(ClassifierConfig(), 2, 32), ("Smiling", "Young"), 32,
+                              "unreliable-test", "cpu", metrics=metrics)
+    with caplog.at_level("WARNING"):
+        assert warn_if_unreliable(clf, "Young") and not warn_if_unreliable(clf, "Smiling")
+        assert warn_if_unreliable(clf, "Young")  # still unreliable, but said once
+    assert caplog.text.count("unreliable on Young: held-out balanced accuracy 0.750") == 1

@@ -422,3 +422,18 @@ def test_synth_embedder_on_real_synthfaces(tmp_path, monkeypatch):
 
 def _ctx_attr(dataset: FaceDataset, attribute: str) -> EvalContext:
     return EvalContext(dataset=dataset, attribute=attribute, direction=1, device=torch.device("cpu"))
+
+
+def test_synth_embedder_stem_stride_is_its_own_protocol_and_keeps_old_keys():
+    """``stem_stride`` came after embedders were cached: the default (1) hashes as before, 2 halves every
+    block's resolution and reports under its own tag (docs/metrics.md has its measured cost)."""
+    from evaluators.identity import synth_embedder as se
+
+    default, fast = se.SynthEmbedderConfig(), se.SynthEmbedderConfig(stem_stride=2)
+    assert "stem_stride" not in se._hashed_fields(default) and se._hashed_fields(fast)["stem_stride"] == 2
+    assert fast.tag != default.tag and fast.tag.startswith(default.tag + "_")
+    names = [f"f{i}" for i in range(3)]
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    full = se.SynthIdentityNet(default, names).trunk(x)
+    half = se.SynthIdentityNet(fast, names).trunk(x)
+    assert full.shape[-1] == 4 and half.shape[-1] == 2 and full.shape[1] == half.shape[1]

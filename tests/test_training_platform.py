@@ -96,6 +96,32 @@ def test_time_slice_pauses_then_continues(tmp_path):
     assert [r.source for r in done.fit_context.records] == ["trained", "trained"]
 
 
+def test_no_training_context_uses_the_cache_and_names_a_missing_stage(tmp_path):
+    from benchmark.registry import DATASETS
+    from methods.training import FitContext, FitMissingError
+
+    ds = DATASETS.create("synthfaces", resolution=32, n_train_ids=8, n_test_ids=4, images_per_id=4)
+    count = tmp_path / "count.txt"
+
+    def context(attribute: str) -> FitContext:
+        ed = ToyEditor(count_file=str(count))
+        return FitContext(editor=ed, dataset=ds, attribute=attribute, seed=0, device="cpu", show_progress=False,
+                          cache=tmp_path, allow_training=False)
+
+    fit = context("Smiling")
+    with pytest.raises(FitMissingError, match=r"(?s)toy_trainable/shared \(shared by all attributes\).*--no-train"):
+        fit.editor.prepare(fit)
+    assert not count.exists()  # nothing was trained
+    fit_once(tmp_path, attribute="Smiling", count_file=str(count))  # a fit job trains both stages
+    cached = context("Smiling")
+    cached.editor.prepare(cached)
+    assert [r.source for r in cached.records] == ["cache", "cache"]
+    other = context("Eyeglasses")  # its shared stage is cached, its own head is not
+    with pytest.raises(FitMissingError, match="toy_trainable/head for Eyeglasses"):
+        other.editor.prepare(other)
+    assert [ln.split()[0] for ln in count.read_text().splitlines()] == ["shared", "head"]
+
+
 def _child(cache: Path, out: Path, opts: dict) -> subprocess.Popen:
     return subprocess.Popen([*CHILD, str(cache), str(out), json.dumps(opts)], cwd=ROOT, env=_env(cache),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

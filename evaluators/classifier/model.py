@@ -60,7 +60,7 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 
 class SlimResNet(nn.Module):
-    """ResNet-10 at widths 32-64-128-256: torchvision's BasicBlock, one per stage, same attribute names.
+    """ResNet-10 (default widths 16-32-64-128): torchvision's BasicBlock, one per stage, same attribute names.
 
     Why: the judge has ten binary attributes of clean renders to read, and on two CPU cores the
     budget is minutes; resnet18's 512-wide stages are far more than that needs.  The layout keeps
@@ -69,7 +69,7 @@ class SlimResNet(nn.Module):
     max-pool when ``downsample`` is 4 (total stride as ``ClassifierConfig.stem_downsample``).
     """
 
-    def __init__(self, num_classes: int, downsample: int, widths: tuple[int, ...] = (32, 64, 128, 256)):
+    def __init__(self, num_classes: int, downsample: int, widths: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
         from torchvision.models.resnet import BasicBlock
 
@@ -105,9 +105,8 @@ def build_network(config: ClassifierConfig, num_attributes: int, resolution: int
     builds the same shapes without touching the weights (loading a checkpoint).
     """
     if config.arch == "slim10":
-        if config.pretrained:
-            raise ValueError("arch slim10 has no ImageNet weights; use pretrained: false or a resnet arch")
-        return SlimResNet(num_attributes, config.resolved_stem(resolution))
+        w = config.resolved_width()
+        return SlimResNet(num_attributes, config.resolved_stem(resolution), tuple(w * 2 ** i for i in range(4)))
     net = torchvision.models.get_model(config.arch, weights=None, num_classes=num_attributes)
     if config.pretrained and load_pretrained:
         state = imagenet_state_dict(config.arch)
@@ -165,7 +164,7 @@ class AttributeClassifier(nn.Module):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """B×F penultimate (global-average-pooled) features, F = 512 for resnet18/34, 2048 for resnet50."""
+        """B×F penultimate (global-average-pooled) features, F = 8 × width for slim10 (128 by default), 512 for resnet18/34, 2048 for resnet50."""
         return self._trunk(self.prepare(images))
 
     @torch.no_grad()

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 ConfigLike = ClassifierConfig | dict[str, Any] | None
 
 
+# Below this held-out balanced accuracy an attribute is marked too unreliable to judge (issue 15).
+RELIABLE_BALANCED_ACCURACY = 0.85
+
+
 class MissingClassifierError(AssetError):
     """No cached classifier for this (dataset, config) and training was not allowed."""
 
@@ -192,26 +196,46 @@ def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Fa
 
 def evaluate_accuracy(clf: AttributeClassifier, split: FaceSplit, max_items: int | None = None,
                       batch_size: int = 256, num_workers: int = 0) -> dict[str, Any]:
-    """Per-attribute accuracy of ``clf`` on ``split``, with the majority-class baseline beside it."""
+    """Per-attribute accuracy of ``clf`` on ``split``, with the majority-class baseline beside it.
+
+    Also the balanced accuracy (mean of the true-positive and true-negative rates), which a judge that
+    always answers the majority class cannot raise above 0.5: on CelebA's rare attributes plain
+    accuracy sits near the baseline whatever the judge sees, so balanced accuracy says whether the
+    attribute can be judged at all (``unreliable_attributes``).
+    """
     n = len(split) if max_items is None else min(max_items, len(split))
     if n == 0:
         raise DataError(f"split {split.split_name!r} of dataset {split.dataset.name!r} is empty")
     correct = torch.zeros(len(clf.attribute_names), dtype=torch.long)
-    positives = torch.zeros_like(correct)
+    positives, true_pos, true_neg = torch.zeros_like(correct), torch.zeros_like(correct), torch.zeros_like(correct)
     for batch in _loader(Subset(split, range(n)), batch_size, num_workers):
         labels = batch["labels"].long()
-        correct += (clf.predict(batch["image"]).cpu() == labels).sum(0)
+        pred = clf.predict(batch["image"]).cpu()
+        correct += (pred == labels).sum(0)
         positives += labels.sum(0)
+        true_pos += ((pred == 1) & (labels == 1)).sum(0)
+        true_neg += ((pred == 0) & (labels == 0)).sum(0)
+    return _accuracy_summary(clf.attribute_names, n, correct, positives, true_pos, true_neg)
+
+
+def _accuracy_summary(names: tuple[str, ...], n: int, correct: torch.Tensor, positives: torch.Tensor,
+                      true_pos: torch.Tensor, true_neg: torch.Tensor) -> dict[str, Any]:
     acc = (correct.double() / n).tolist()
     pos = (positives.double() / n).tolist()
-    names = clf.attribute_names
+    tpr = true_pos.double() / positives.clamp_min(1)
+    tnr = true_neg.double() / (n - positives).clamp_min(1)
+    # an attribute with one class only in this split has no balanced accuracy (NaN), not a made-up 0.5
+    one_class = (positives == 0) | (positives == n)
+    bal = torch.where(one_class, torch.full_like(tpr, float("nan")), 0.5 * (tpr + tnr)).tolist()
     return {
         "n": n,
         "accuracy": dict(zip(names, acc)),
         "mean_accuracy": sum(acc) / len(acc),
+        "balanced_accuracy": dict(zip(names, bal)),
         "positive_rate": dict(zip(names, pos)),
         "baseline_accuracy": {a: max(p, 1 - p) for a, p in zip(names, pos)},
         "mean_baseline_accuracy": sum(max(p, 1 - p) for p in pos) / len(pos),
+        "unreliable_attributes": [a for a, b in zip(names, bal) if not b >= RELIABLE_BALANCED_ACCURACY],
     }
 
 
@@ -261,14 +285,8 @@ def judge_val_accuracy(clf: AttributeClassifier, dataset: FaceDataset, config: C
     preds = torch.cat([clf.predict(val.images[s:s + 256].float() / 127.5 - 1).cpu()
                        for s in range(0, len(val), 256)])
     labels = val.labels.long()
-    names = clf.attribute_names
-    acc = (preds == labels).double().mean(0)
-    pos = labels.double().mean(0)
-    tp = ((preds == 1) & (labels == 1)).sum(0).double() / labels.sum(0).clamp_min(1)
-    tn = ((preds == 0) & (labels == 0)).sum(0).double() / (1 - labels).sum(0).clamp_min(1)
-    return {"n": len(val), "accuracy": dict(zip(names, acc.tolist())), "mean_accuracy": float(acc.mean()),
-            "balanced_accuracy": dict(zip(names, (0.5 * (tp + tn)).tolist())),
-            "baseline_accuracy": {a: max(p, 1 - p) for a, p in zip(names, pos.tolist())}}
+    return _accuracy_summary(clf.attribute_names, len(val), (preds == labels).sum(0), labels.sum(0),
+                             ((preds == 1) & (labels == 1)).sum(0), ((preds == 0) & (labels == 0)).sum(0))
 
 
 def warn_below_baseline(metrics: dict[str, Any], where: str, margin: float = 0.0) -> list[str]:
@@ -327,6 +345,8 @@ def _train_into(out: Path, key: str, dataset: FaceDataset, config: ClassifierCon
         "eval_seconds": time.time() - t2, "config": config.to_dict(), "code_version": CODE_VERSION,
         "hflip": config.resolved_hflip(dataset), "crop_pad": config.resolved_crop_pad(dataset.resolution),
         "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+        # the weights depend on it (float reductions split across threads): recorded, not hashed (docs/classifier.md)
+        "torch_threads": torch.get_num_threads(),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _save(out, net, info, metrics)

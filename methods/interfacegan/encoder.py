@@ -31,7 +31,7 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 import torch.nn as nn
 
-from methods.interfacegan.networks import DiscriminatorBlock, FullyConnectedLayer, channels_for, check_resolution
+from methods.interfacegan.networks import FullyConnectedLayer, add_discriminator_blocks, run_discriminator_blocks
 
 CodeKind = Literal["wp", "w"]
 
@@ -54,15 +54,11 @@ class Encoder(nn.Module):
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        check_resolution(config.resolution)
         if config.kind not in ("wp", "w"):
             raise ValueError(f"encoder kind must be 'wp' or 'w', got {config.kind!r}")
         self.config = config
-        self.block_resolutions = [2 ** i for i in range(int(math.log2(config.resolution)), 2, -1)]
-        ch = lambda r: channels_for(r, config.channel_base, config.channel_max)  # noqa: E731
-        for res in self.block_resolutions:
-            cin = ch(res) if res < config.resolution else 0
-            setattr(self, f"b{res}", DiscriminatorBlock(cin, ch(res), ch(res // 2)))
+        self.block_resolutions, ch = add_discriminator_blocks(self, config.resolution, config.channel_base,
+                                                              config.channel_max)
         out = config.num_ws * config.w_dim if config.kind == "wp" else config.w_dim
         self.fc = FullyConnectedLayer(ch(4) * 16, ch(4) * 2, activation="lrelu")
         self.head = FullyConnectedLayer(ch(4) * 2, out)
@@ -73,9 +69,7 @@ class Encoder(nn.Module):
         r = self.config.resolution
         if img.dim() != 4 or img.shape[1:] != (3, r, r):
             raise ValueError(f"encoder: images must be B x 3 x {r} x {r}, got {tuple(img.shape)}")
-        x = None
-        for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
+        x = run_discriminator_blocks(self, self.block_resolutions, img)[-1]
         delta = self.head(self.fc(x.flatten(1)))
         if self.config.kind == "wp":
             return self.w_avg + delta.view(-1, self.config.num_ws, self.config.w_dim)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 import torch.nn as nn
@@ -426,6 +426,29 @@ class MinibatchStdLayer(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
+def add_discriminator_blocks(module: nn.Module, resolution: int, channel_base: int,
+                             channel_max: int) -> tuple[list[int], Callable[[int], int]]:
+    """Give ``module`` the residual trunk ``b{R} .. b8`` (R px down to 4 px) that the discriminator and
+    the inversion encoder share; returns the block resolutions and the channels-per-resolution rule.
+    The attribute names ``b{res}`` are the checkpoint keys of both networks."""
+    check_resolution(resolution)
+    block_resolutions = [2 ** i for i in range(int(math.log2(resolution)), 2, -1)]
+    ch = lambda r: channels_for(r, channel_base, channel_max)  # noqa: E731
+    for res in block_resolutions:
+        cin = ch(res) if res < resolution else 0
+        setattr(module, f"b{res}", DiscriminatorBlock(cin, ch(res), ch(res // 2)))
+    return block_resolutions, ch
+
+
+def run_discriminator_blocks(module: nn.Module, block_resolutions: Sequence[int], img: torch.Tensor) -> list[torch.Tensor]:
+    """Each trunk block's output, from R/2 px down to 4 px (``add_discriminator_blocks``)."""
+    x, out = None, []
+    for res in block_resolutions:
+        x = getattr(module, f"b{res}")(x, img)
+        out.append(x)
+    return out
+
+
 class DiscriminatorEpilogue(nn.Module):
     """4x4 head: mbstd -> conv -> fc -> out (reference ``DiscriminatorEpilogue``, unconditional)."""
 
@@ -447,25 +470,14 @@ class Discriminator(nn.Module):
 
     def __init__(self, config: DiscriminatorConfig):
         super().__init__()
-        check_resolution(config.resolution)
         self.config = config
-        self.block_resolutions = [2 ** i for i in range(int(math.log2(config.resolution)), 2, -1)]
-        ch = lambda r: channels_for(r, config.channel_base, config.channel_max)  # noqa: E731
-        for res in self.block_resolutions:
-            cin = ch(res) if res < config.resolution else 0
-            setattr(self, f"b{res}", DiscriminatorBlock(cin, ch(res), ch(res // 2)))
+        self.block_resolutions, ch = add_discriminator_blocks(self, config.resolution, config.channel_base,
+                                                              config.channel_max)
         self.b4 = DiscriminatorEpilogue(ch(4), config.mbstd_group_size, config.mbstd_num_channels)
 
     def features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """Each block's output (R/2 .. 4 px); the inversion's feature loss compares these."""
-        x, out = None, []
-        for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
-            out.append(x)
-        return out
+        return run_discriminator_blocks(self, self.block_resolutions, img)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = None
-        for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
-        return self.b4(x)
+        return self.b4(run_discriminator_blocks(self, self.block_resolutions, img)[-1])
