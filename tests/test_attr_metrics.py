@@ -173,10 +173,12 @@ def test_synthfaces_oracle_scores_high_with_default_classifier(toy_cache):
 
 
 @pytest.mark.slow
-def test_synthfaces_default_classifier_reaches_target(toy_cache):
-    """The protocol's default classifier: >= 98% mean held-out accuracy on SynthFaces at 64 px (issue 4)."""
+def test_synthfaces_default_classifier_reaches_target(toy_cache, monkeypatch):
+    """The protocol's default classifier, trained here (not the shipped weights): >= 98% mean held-out
+    accuracy on SynthFaces at 64 px (issue 4)."""
     if "synthfaces" not in DATASETS.names():
         pytest.skip("synthfaces dataset not registered")
+    monkeypatch.setenv("FACEEDIT_REFERENCE_JUDGES", "0")
     clf = load_classifier(DATASETS.create("synthfaces", resolution=64), "cpu")
     assert clf.tag == "slim10_judge_synthfaces64"
     assert clf.metrics["mean_accuracy"] >= 0.98, clf.accuracy

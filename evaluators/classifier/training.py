@@ -364,7 +364,11 @@ def train_classifier(dataset: FaceDataset, device: torch.device | str, config: C
     """
     config = (ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)).resolved(dataset)
     device = torch.device(device)
+    from evaluators.reference_judges import use_shipped
+
     final = cache.classifier_dir(dataset, config)
+    if not force and use_shipped("classifiers", final):  # the protocol's shipped weights for this key
+        return _handle(final, dataset, config, trained=False)
     _, trained = entries.ensure_entry(final, lambda tmp: _train_into(tmp, final.name, dataset, config, device),
                                       remedy=_rebuild_hint(dataset, config), force=force)
     if trained:
@@ -397,11 +401,15 @@ def load_classifier(dataset: FaceDataset, device: torch.device | str, config: Co
     allowed a broken one is retrained; without, it is a ``CacheCorruptError`` naming the file and
     the command that rebuilds it.  Weights are never used unverified.
     """
+    from evaluators.reference_judges import use_shipped
+
     config = (ClassifierConfig.from_dict(config) if config is not None else default_config(dataset)).resolved(dataset)
     device = torch.device(device)
     directory = cache.classifier_dir(dataset, config)
     remedy = _rebuild_hint(dataset, config)
-    if train_if_missing:
+    if use_shipped("classifiers", directory):  # shipped weights: verified, nothing trained
+        pass
+    elif train_if_missing:
         directory = train_classifier(dataset, device, config).directory  # verifies, or rebuilds once
     elif not directory.exists():
         raise MissingClassifierError(

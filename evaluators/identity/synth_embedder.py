@@ -652,7 +652,11 @@ def get_embedder(dataset: FaceDataset, config: SynthEmbedderConfig, device: torc
     once and never see a half-written model; a folder that fails its manifest (zeroed weights still
     parse) is retrained once, under the lock, and replaced.
     """
+    from evaluators.reference_judges import use_shipped
+
     final = cache_dir(dataset, config)
+    if use_shipped(CACHE_SUBDIR, final):  # the protocol's shipped weights for this key: nothing to train
+        return load_embedder(final, config, device)
 
     def build(tmp: Path) -> None:
         summary = train_embedder(dataset, config, device, tmp)
