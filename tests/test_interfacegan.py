@@ -399,3 +399,34 @@ def test_residual_mode_carries_only_the_change(pipeline):
         change = base.synthesize(base.edit_codes(codes, t, 1.0), 32) - base.synthesize(codes, 32)
     expected = (x + change).clamp(-1, 1)
     assert torch.allclose(ed.edit(x, "Smiling", t, 1.0), expected, atol=1e-5)
+
+
+def test_inverted_codes_are_kept_on_disk_for_the_next_process(pipeline, monkeypatch):
+    """A re-run (a new process: the in-memory cache empty) reads the codes instead of optimising again;
+    a damaged entry is recomputed, not used."""
+    from methods.interfacegan import editor as E
+
+    ed, x = pipeline["editors"]["Smiling"], pipeline["images"]
+    codes = ed.invert(x)
+    disk = ed._inversion_dir()
+    assert disk is not None and disk.is_relative_to(pipeline["cache"]) and len(list(disk.iterdir())) >= 6
+    E._INVERSIONS.clear()
+
+    def no_optimisation(*args, **kwargs):
+        raise AssertionError("the codes are on disk: nothing to optimise")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(E, "optimise_codes", no_optimisation)
+        assert torch.equal(ed.invert(x), codes)
+    import hashlib
+
+    entry = disk / hashlib.sha1(x[0].float().numpy().tobytes()).hexdigest()  # the first image's code
+    assert entry.is_dir()
+    (entry / "code.safetensors").write_bytes(b"damaged")
+    E._INVERSIONS.clear()
+    calls = []
+    real = E.optimise_codes
+    with monkeypatch.context() as mp:
+        mp.setattr(E, "optimise_codes", lambda render, xs, *a, **k: calls.append(len(xs)) or real(render, xs, *a, **k))
+        assert torch.allclose(ed.invert(x), codes, atol=1e-5)
+    assert calls == [1]  # only the damaged one was optimised again

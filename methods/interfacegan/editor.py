@@ -139,6 +139,8 @@ class InterFaceGANOptions(EditorOptions):
     invert_feature_weight: float = option(1.0, runtime=True, doc="[edit] D-feature loss weight (0: pixel only)")
     invert_latent_weight: float = option(0.0, runtime=True, doc="[edit] pull towards the encoder's code")
     cache_inversions: int = option(20000, runtime=True, doc="[edit] inverted codes kept in memory (per process)")
+    disk_inversions: bool = option(True, runtime=True, doc="[edit] also keep inverted codes in the cache on disk "
+                                   "(a re-run or another process skips the per-image optimisation)")
     residual: bool = option(False, runtime=True, doc="[edit] not in the paper: source + (G(c') - G(c)) instead of G(c')")
 
     def __post_init__(self) -> None:
@@ -230,6 +232,28 @@ class _OfficialGAN:
 
 # codes of inverted images, shared by the editors of one process (attributes and strengths reuse them)
 _INVERSIONS: "OrderedDict[tuple[str, str], torch.Tensor]" = OrderedDict()
+
+
+def _read_code(entry: Path) -> torch.Tensor | None:
+    """An inverted code from its cache entry, or None when absent or damaged (it is then recomputed)."""
+    from benchmark import cache as cachelib
+    from safetensors.torch import load_file
+
+    if not cachelib.is_valid(entry):
+        return None
+    return load_file(str(entry / "code.safetensors"))["code"]
+
+
+def _write_code(entry: Path, code: torch.Tensor) -> None:
+    """One image's code as a ``benchmark.cache`` entry (atomic, with a manifest): concurrent cells that
+    invert the same image write it once and never read half a file."""
+    from benchmark import cache as cachelib
+    from safetensors.torch import save_file
+
+    if cachelib.is_valid(entry):
+        return
+    with cachelib.atomic_directory(entry) as tmp:
+        save_file({"code": code.detach().cpu().contiguous()}, str(tmp / "code.safetensors"))
 
 
 @register_method("interfacegan")
@@ -549,6 +573,12 @@ class InterFaceGANEditor(Editor):
         x = T.resize(images.to(self.device, torch.float32), self.work_res)
         keys = [hashlib.sha1(img.detach().cpu().numpy().tobytes()).hexdigest() for img in images.float()]
         cached = [_INVERSIONS.get((self.identity_key, k)) for k in keys]
+        disk = self._inversion_dir()
+        for i, c in enumerate(cached):
+            if c is None and disk is not None:
+                cached[i] = _read_code(disk / keys[i])
+                if cached[i] is not None and self.o.cache_inversions > 0:
+                    _INVERSIONS[(self.identity_key, keys[i])] = cached[i]
         todo = [i for i, c in enumerate(cached) if c is None]
         if todo:
             with torch.enable_grad():
@@ -561,9 +591,23 @@ class InterFaceGANEditor(Editor):
                 cached[i] = codes[j].detach()
                 if self.o.cache_inversions > 0:
                     _INVERSIONS[(self.identity_key, keys[i])] = cached[i]
+                if disk is not None:
+                    _write_code(disk / keys[i], cached[i])
             while len(_INVERSIONS) > max(0, self.o.cache_inversions):
                 _INVERSIONS.popitem(last=False)
         return torch.stack([c.to(self.device) for c in cached])
+
+    def _inversion_dir(self) -> Path | None:
+        """Where this editor's inverted codes live on disk: keyed by everything that makes an inversion
+        (GAN, encoder, settings: ``identity_key``) and by the editor's source, so changed code never
+        reads old codes."""
+        if not self.o.disk_inversions or not self.identity_key:
+            return None
+        from benchmark.assets import cache_root
+        from methods.training import source_hash
+
+        blob = json.dumps({"id": self.identity_key, "source": source_hash(type(self))}, sort_keys=True)
+        return cache_root() / "inversions" / "interfacegan" / hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def encode_only(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder's codes without optimisation (for measuring what the optimisation adds)."""
