@@ -12,8 +12,9 @@ How: before a judge of cache key ``<key>`` is trained or loaded (``<cache_root()
 ``id_embedders/<key>/``), it is looked for here under the same key; a shipped entry is verified
 against its manifest (sha256 per file) and copied into the cache (replacing a cache entry of that
 key with other files, with a warning), with ``reference.json`` saying where it came from.  Nothing
-is trained then.  ``FACEEDIT_REFERENCE_JUDGES=0`` (or a forced retrain,
-``python -m evaluators.classifier.train --force``) trains instead, which is the from-scratch path.
+is trained then.  ``FACEEDIT_REFERENCE_JUDGES=0`` trains instead (the from-scratch path) and keeps
+what it trained; ``python -m evaluators.classifier.train --force`` without it trains too, but the next
+load replaces that entry with the shipped one.
 
 Export (after training the default judges on the machine whose numbers the README reports)::
 
@@ -91,9 +92,7 @@ def _matches(final: Path, shipped: dict) -> bool:
 def _export(kind: str, source: Path) -> Path:
     dest = reference_dir(kind, source.name)
     entries.verify_entry(source)
-    if dest.exists():
-        shutil.rmtree(dest)
-    with entries.atomic_directory(dest) as tmp:
+    with entries.atomic_directory(dest, replace=True) as tmp:
         for f in source.iterdir():
             if f.is_file() and f.name != entries.MANIFEST and not f.name.startswith(".lock") and f.name != INFO:
                 shutil.copy2(f, tmp / f.name)
