@@ -70,7 +70,7 @@ class LogProgress:
 
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
                  unit: str = "it", enabled: bool = True, leave: bool = False, interval: float | None = None,
-                 file: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+                 file: TextIO | None = None, clock: Callable[[], float] = time.monotonic, initial: int | float = 0):
         if total is None and iterable is not None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
@@ -80,7 +80,8 @@ class LogProgress:
         self.enabled, self.leave = enabled, leave
         self.interval = default_interval() if interval is None else interval
         self._file, self._clock = file, clock
-        self.n = 0
+        # ``initial``: units already done before this bar (a resumed training); counted in the total, not the rate
+        self.n = self.initial = initial
         self.postfix: dict[str, Any] = {}
         self.start = self._last = clock()
         self.lines = 0  # periodic lines printed so far
@@ -126,7 +127,7 @@ class LogProgress:
     def line(self, now: float, final: bool = False) -> str:
         """``desc: 120/500 it (24%), 3.1 it/s, ETA 2m03s, loss_g=0.41`` (``done in 2m41s`` at the end)."""
         elapsed = max(now - self.start, 1e-9)
-        rate = self.n / elapsed
+        rate = (self.n - self.initial) / elapsed
         count = f"{self.n:g}/{self.total} {self.unit}" if self.total else f"{self.n:g} {self.unit}"
         parts = [count + (f" ({int(100 * self.n / self.total)}%)" if self.total else "")]
         parts.append(f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"{rate:.2g} {self.unit}/s")
@@ -143,13 +144,15 @@ class LogProgress:
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-             enabled: bool = True, leave: bool = False, interval: float | None = None) -> Any:
+             enabled: bool = True, leave: bool = False, interval: float | None = None, initial: int = 0) -> Any:
     """A tqdm bar when stderr is a terminal, else a ``LogProgress`` with the same minimal API.
 
-    ``interval`` (seconds between log lines) applies to the log form only.
+    ``interval`` (seconds between log lines) applies to the log form only; ``initial`` units count as done
+    but not in the rate (tqdm's meaning), so a resumed training shows its real speed and ETA.
     """
     if enabled and _stderr_is_tty():
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True)
-    return LogProgress(iterable, total=total, desc=desc, unit=unit, enabled=enabled, leave=leave, interval=interval)
+        return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True, initial=initial)
+    return LogProgress(iterable, total=total, desc=desc, unit=unit, enabled=enabled, leave=leave, interval=interval,
+                       initial=initial)

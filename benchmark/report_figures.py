@@ -174,10 +174,11 @@ def attribute_grid(run_dirs: list[Path], attribute: str, strips: dict, out: Path
     width = TWO_COLUMNS if ncol > 4 else ONE_COLUMN
     left = 0.55 / width  # room for the row labels
     tile = width * (1 - left - 0.005) / (ncol + 0.03 * (ncol - 1))
-    height = tile * (len(rows) + 0.03 * (len(rows) - 1)) + 0.2
+    head = 0.1 + 0.1 * max(label.count("\n") + 1 for label, _, _ in columns)  # inches for the column titles
+    height = tile * (len(rows) + 0.03 * (len(rows) - 1)) + head
     fig, axes = plt.subplots(len(rows), ncol, figsize=(width, height), squeeze=False,
                              gridspec_kw={"wspace": 0.03, "hspace": 0.03, "left": left, "right": 0.995,
-                                          "bottom": 0.005, "top": 1 - 0.2 / height})
+                                          "bottom": 0.005, "top": 1 - head / height})
     for r, i in enumerate(rows):
         for c, (label, tiles, is_mask) in enumerate(columns):
             ax = axes[r][c]
@@ -200,11 +201,13 @@ def grid_columns(strips: dict, attribute: str, editors: list[str], sources: list
     """(title, tiles, is_mask) per column: input, each editor, an attention column after an editor that saved one."""
     columns: list[tuple[str, list[np.ndarray], bool]] = [("input", sources, False)]
     for m in editors:
-        label = "oracle (ground truth)" if m == "oracle" else m
+        # two-line titles: at a tile's width (one column of a two-column paper) "oracle (ground truth)"
+        # ran into its neighbour's title
+        label = "oracle\n(ground truth)" if m == "oracle" else m
         columns.append((label, _tiles(strips[(m, attribute)][0], "bottom"), False))
         att = strips[(m, attribute)][1]
         if att is not None:
-            columns.append((f"{m} attention", _mask_tiles(att, size), True))
+            columns.append((f"{m}\nattention", _mask_tiles(att, size), True))
     return columns
 
 

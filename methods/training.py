@@ -430,9 +430,7 @@ class TrainContext:
         slice_start = time.perf_counter()
         old_handler = self._install_sigterm()
         self._bar = progress(total=self.total_steps, desc=f"fit {self.fit.method}/{self.stage}", unit="step",
-                             enabled=self.fit.show_progress)
-        if self.start_step:
-            self._bar.update(self.start_step)
+                             enabled=self.fit.show_progress, initial=self.start_step)
         try:
             for step in range(self.start_step, self.total_steps):
                 yield step

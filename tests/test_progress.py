@@ -46,6 +46,15 @@ def test_periodic_line_has_count_percent_rate_eta_and_postfix():
     assert out.getvalue().count("\n") == 2
 
 
+def test_resumed_bar_counts_initial_units_in_the_total_not_the_rate():
+    # a training resumed at step 26,000 of 30,000 showed "221.5 step/s, ETA 15s" before this
+    clock, out = Clock(), io.StringIO()
+    bar = LogProgress(total=30000, desc="fit", unit="step", interval=30, file=out, clock=clock, initial=26000)
+    clock.t = 40.0
+    bar.update(100)  # 100 steps in 40 s = 2.5 step/s, 3,900 left -> 26 min
+    assert out.getvalue() == "fit: 26100/30000 step (87%), 2.5 step/s, ETA 26m00s\n"
+
+
 def test_iteration_and_context_manager():
     out = io.StringIO()
     seen = list(LogProgress(range(5), desc="cells", unit="cell", leave=True, interval=1e9, file=out))

@@ -150,7 +150,7 @@ def test_figures_png_and_pdf_sized_for_two_columns(tmp_path):
     strips = report_figures.saved_strips([run])
     sources = report_figures._tiles(strips[("good", "Smiling")][0], "top")
     cols = report_figures.grid_columns(strips, "Smiling", ["good", "weak", "identity"], sources, 8)
-    assert [c[0] for c in cols] == ["input", "good", "good attention", "weak", "identity"]
+    assert [c[0] for c in cols] == ["input", "good", "good\nattention", "weak", "identity"]
     assert cols[2][2] and cols[2][1][0].shape == (8, 8)
 
 
