@@ -8,6 +8,12 @@ exported. The platform uses one only when its key matches the key the current co
 
     python -m methods.reference export results/runs/00007-default   # the stages that run trained
     python -m methods.reference list
+
+Fits trained on another machine (the GPU box of scripts/device_reference_fits.sh, whose tool brings
+back at most 8 files, 2 folders deep) travel as one archive:
+
+    python -m methods.reference export RUN [RUN ...] --pack fits.tar.gz   # there: export, then pack
+    python -m methods.reference unpack fits.tar.gz [--replace]            # here: path-checked, verified
 """
 from __future__ import annotations
 
@@ -15,12 +21,15 @@ import argparse
 import json
 import shutil
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from benchmark import cache as cachelib
+from benchmark.assets import AssetError, safe_extract
 from benchmark.registry import METHODS
 from methods.training import PROVENANCE, REFERENCE_DIRNAME, editor_package_dir, load_safetensors, save_safetensors
 
@@ -78,6 +87,65 @@ def export_run(run_dir: Path, methods: list[str] | None = None, cache: Path | No
     return list(done.values())
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class PackError(RuntimeError):
+    """A reference-fit archive that is not what ``pack`` writes: foreign paths, a corrupt entry."""
+
+
+def pack(entries: list[Path], archive: Path) -> Path:
+    """One tar.gz of exported reference-fit directories, stored as ``methods/<pkg>/reference_fits/<entry>``."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(archive.name + ".part")
+    with tarfile.open(tmp, "w:gz") as tf:
+        for entry in entries:
+            entry = Path(entry).resolve()
+            rel = Path(*entry.parts[-4:])
+            if len(entry.parts) < 4 or rel.parts[0] != "methods" or rel.parts[2] != REFERENCE_DIRNAME:
+                raise PackError(f"{entry} is not a reference fit (methods/<pkg>/{REFERENCE_DIRNAME}/<entry>)")
+            cachelib.verify_entry(entry)
+            tf.add(entry, arcname=str(rel))
+    tmp.replace(archive)
+    return archive
+
+
+def unpack(archive: Path, root: Path = REPO_ROOT, replace: bool = False) -> list[Path]:
+    """Bring packed reference fits into ``root``; returns the entries written.
+
+    The archive is extracted with path checks (``safe_extract``) into a temporary folder; it may hold
+    nothing but ``methods/<pkg>/reference_fits/<entry>/`` directories of registered editors' packages,
+    each of which must verify against its MANIFEST before it is moved into place.  An entry that is
+    already shipped is kept unless ``replace`` (a GPU fit of the same key replaces a CPU one only when
+    asked: the numbers of every run that uses it change).
+    """
+    dirs = [editor_package_dir(METHODS.get(n)) for n in METHODS.names()]
+    packages = {d.name for d in dirs if d.parent.name == "methods"}  # methods/<pkg>/, not the baselines' module
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix=".unpack-", dir=root) as tmp:
+        safe_extract(archive, tmp)
+        found: set[Path] = set()
+        for f in (p for p in Path(tmp).rglob("*") if not p.is_dir()):
+            rel = f.relative_to(tmp)
+            if (len(rel.parts) < 5 or rel.parts[0] != "methods" or rel.parts[1] not in packages
+                    or rel.parts[2] != REFERENCE_DIRNAME):
+                raise PackError(f"{archive}: {rel} is not inside methods/<editor package>/{REFERENCE_DIRNAME}/"
+                                f"<entry>/; editor packages: {sorted(packages)}")
+            found.add(Path(*rel.parts[:4]))
+        for rel in sorted(found):
+            cachelib.verify_entry(Path(tmp) / rel, f"{archive} holds a damaged fit {rel}; pack it again")
+        for rel in sorted(found):
+            dst = root / rel
+            if dst.exists() and not replace:
+                print(f"kept {dst} (already shipped; --replace to overwrite it with the packed one)", file=sys.stderr)
+                continue
+            with cachelib.atomic_directory(dst, manifest=False, replace=True) as stage:
+                for item in (Path(tmp) / rel).iterdir():
+                    shutil.move(str(item), stage / item.name)
+            written.append(dst)
+    return written
+
+
 def list_references() -> list[dict]:
     """One row per shipped reference fit of every registered editor."""
     rows = []
@@ -95,20 +163,38 @@ def list_references() -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m methods.reference", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("export", help="copy the stages a run trained into the editors' reference_fits/")
-    e.add_argument("run_dir", type=Path)
+    e = sub.add_parser("export", help="copy the stages runs trained into the editors' reference_fits/")
+    e.add_argument("run_dir", type=Path, nargs="+")
     e.add_argument("--methods", default="", help="comma-separated methods (default: all in fits.jsonl)")
     e.add_argument("--cache", type=Path, help="the cache the run used, when it was made on another machine")
+    e.add_argument("--pack", type=Path, help="also write the exported fits into this .tar.gz (for `unpack`)")
+    u = sub.add_parser("unpack", help="bring fits packed elsewhere into the editors' reference_fits/")
+    u.add_argument("archive", type=Path)
+    u.add_argument("--replace", action="store_true", help="overwrite entries that are already shipped")
     sub.add_parser("list", help="list the shipped reference fits")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.cmd == "export":
-        if not (args.run_dir / "fits.jsonl").is_file():
-            print(f"error: {args.run_dir} has no fits.jsonl (not a run directory, or it trained nothing)",
-                  file=sys.stderr)
+        exported: list[Path] = []
+        for run_dir in args.run_dir:
+            if not (run_dir / "fits.jsonl").is_file():
+                print(f"error: {run_dir} has no fits.jsonl (not a run directory, or it trained nothing)",
+                      file=sys.stderr)
+                return 2
+            for path in export_run(run_dir, [m for m in args.methods.split(",") if m] or None, args.cache):
+                if path not in exported:
+                    exported.append(path)
+                    print(path)
+        if args.pack:
+            print(pack(exported, args.pack))
+        return 0
+    if args.cmd == "unpack":
+        try:
+            for path in unpack(args.archive, replace=args.replace):
+                print(path)
+        except (PackError, AssetError, cachelib.CacheCorruptError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        for path in export_run(args.run_dir, [m for m in args.methods.split(",") if m] or None, args.cache):
-            print(path)
         return 0
     for row in list_references():
         print(json.dumps(row, default=str))

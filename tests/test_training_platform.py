@@ -353,3 +353,68 @@ def test_every_shipped_l2mgan_fit_is_found_by_its_preset(cache_dir):
                          fits=dataclasses.asdict(cfg.fits), show_progress=False, allow_training=False)
         editor.prepare(fit)
         assert [r.source for r in fit.records] == ["reference"], attribute
+
+
+def _tar(archive: Path, members: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def test_packed_reference_fits_travel_verified_and_path_checked(tmp_path, monkeypatch):
+    """The GPU box's fits come back as one archive (the device tool returns 8 files, 2 folders deep):
+    unpacked only into methods/<pkg>/reference_fits/, only if every entry verifies, never over a
+    shipped entry unless asked."""
+    import tarfile
+
+    import methods.reference as reference
+    from benchmark.assets import UnsafeArchiveError
+
+    trained = fit_once(tmp_path / "cache")
+    there = tmp_path / "gpu" / "methods" / "toy"
+    monkeypatch.setattr(reference, "editor_package_dir", lambda cls: there)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "fits.jsonl").write_text("".join(json.dumps({"method": "toy_trainable", "source": r.source,
+                                                        "path": r.path}) + "\n"
+                                            for r in trained.fit_context.records))
+    archive = tmp_path / "fits.tar.gz"
+    assert reference.main(["export", str(run), "--pack", str(archive)]) == 0
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.setattr(reference, "editor_package_dir", lambda cls: here / "methods" / "toy")
+    written = reference.unpack(archive, root=here)
+    assert sorted(p.name for p in written) == sorted(p.name for p in (there / "reference_fits").iterdir())
+    for p in written:
+        cachelib.verify_entry(p)
+        assert (p / "provenance.json").read_text() == (there / "reference_fits" / p.name / "provenance.json").read_text()
+    assert reference.unpack(archive, root=here) == []  # already shipped: kept
+    assert len(reference.unpack(archive, root=here, replace=True)) == len(written)
+
+    # a damaged entry: nothing of the archive is written
+    with tarfile.open(archive) as tf:
+        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}
+    victim = next(n for n in members if n.endswith(".safetensors"))
+    damaged = dict(members, **{victim: members[victim][:-8] + b"\0" * 8})
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with pytest.raises(cachelib.CacheCorruptError, match="damaged fit"):
+        reference.unpack(_tar(tmp_path / "damaged.tar.gz", damaged), root=fresh)
+    assert not (fresh / "methods").exists()
+    # anything outside methods/<editor package>/reference_fits/<entry>/
+    with pytest.raises(reference.PackError, match="not inside"):
+        reference.unpack(_tar(tmp_path / "foreign.tar.gz", {**members, "README.md": b"x"}), root=fresh)
+    with pytest.raises(reference.PackError, match="not inside"):
+        reference.unpack(_tar(tmp_path / "other.tar.gz", {"methods/other/reference_fits/e/a.json": b"{}"}),
+                         root=fresh)
+    with pytest.raises(UnsafeArchiveError):
+        reference.unpack(_tar(tmp_path / "escape.tar.gz", {"methods/toy/reference_fits/e/../../../../../x": b"x"}),
+                         root=fresh)
+    assert not (fresh / "methods").exists() and not (tmp_path / "x").exists()
+    assert reference.main(["unpack", str(tmp_path / "foreign.tar.gz")]) == 2
