@@ -325,7 +325,7 @@ class GridRunner:
         counts = {0: 0, 1: 0}
         failed: dict[str, str] = {}
         seed_everything(cell.seed)
-        saved = False
+        show = ShowcaseCollector(self.cfg.output.save_images) if self.cfg.output.save_images > 0 else None
         token = split_token(self.dataset, self.test_split.split_name)
         share = self.share_judges and any("judge_memo" in e.requires for e in all_evs)
         batches = progress(self._loader(), desc=f"{cell.method}/{cell.attribute}", unit="batch",
@@ -339,14 +339,11 @@ class GridRunner:
                 edited = editor.edit(src, cell.attribute, target, cell.strength, context=ctx)
             edited = check_edited(edited, src, cell.method, editor.meta.value_range)
             given = ctx.extras if isinstance(ctx.extras, dict) else {}
-            if not saved and self.cfg.output.save_images > 0:
-                pick = showcase(batch["identity"], target.cpu(), self.cfg.output.save_images).to(src.device)
-                att = given.get("attention")
-                att = att[pick.to(att.device)] if isinstance(att, torch.Tensor) and att.shape[0] == src.shape[0] else att
-                faces = [{"index": int(batch["index"][j]), "identity": int(batch["identity"][j]),
-                          "label": int(labels[j, ai])} for j in pick.cpu().tolist()]
-                self._save_pair(cell, src[pick], edited[pick], att, faces)
-                saved = True
+            if show is not None:
+                show.offer(batch, labels[:, ai], target, src, edited, given.get("attention"))
+                if show.full:
+                    self._save_pair(cell, *show.result())
+                    show = None
             extras = self._extras(all_evs, batch, cell.attribute, target)
             editor_extras, bad = self._editor_extras(all_evs, given, src, cell.method)
             extras.update(editor_extras)
@@ -371,6 +368,8 @@ class GridRunner:
                             ev.update(*args, **sub)
                         except Exception as exc:  # noqa: BLE001 - an evaluator's failure is its own row
                             failed[ev.name] = f"{type(exc).__name__}: {exc}"
+        if show is not None and show.seen:  # a rare direction: the whole test set was its pool
+            self._save_pair(cell, *show.result())
         with torch.inference_mode():
             return self._rows(base, per_dir, counts, failed, notes)
 
@@ -509,6 +508,61 @@ def showcase(identity: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tens
             turn = 1.0 - turn
     rest = [i for i in range(len(ids)) if i not in chosen]
     return torch.tensor((chosen + rest)[:k], dtype=torch.long)
+
+
+class ShowcaseCollector:
+    """The figure grid's faces over the whole test stream, not only its first batch.
+
+    A rare attribute (Bangs: 17 % of SynthFaces' test faces) can be absent from the first batch, and
+    the grid then showed one direction only.  This keeps, per direction, the first ``k`` tiles of
+    distinct identities (plus the first ``k`` tiles of any kind, to fill with repeats), on the CPU,
+    so memory is O(k) whatever the test set; it is ``full`` once both directions have ``k``, and
+    ``result()`` applies ``showcase`` to what it kept.  Deterministic in the stream's identities and
+    targets, so every editor of an attribute shows the same faces.
+    """
+
+    def __init__(self, k: int):
+        self.k, self.seen = k, 0
+        self.tiles: list[dict[str, Any]] = []  # kept tiles in stream order
+        self._ids: dict[float, set[int]] = {0.0: set(), 1.0: set()}
+        self._any = 0
+
+    @property
+    def full(self) -> bool:
+        return all(len(v) >= self.k for v in self._ids.values())
+
+    def offer(self, batch: dict[str, Any], label: torch.Tensor, target: torch.Tensor, src: torch.Tensor,
+              edited: torch.Tensor, attention: Any) -> None:
+        att_ok = isinstance(attention, torch.Tensor) and attention.shape[0] == src.shape[0]
+        for j in range(src.shape[0]):
+            t, ident = float(target[j]), int(batch["identity"][j])
+            distinct = (ident < 0 or ident not in self._ids[t]) and len(self._ids[t]) < self.k
+            if not distinct and self._any >= self.k:
+                continue
+            if distinct:
+                self._ids[t].add(ident if ident >= 0 else -1 - len(self.tiles))
+            else:
+                self._any += 1
+            self.tiles.append({"src": src[j].cpu(), "edited": edited[j].cpu(),
+                               "att": attention[j].cpu() if att_ok else None, "target": t, "identity": ident,
+                               "face": {"index": int(batch["index"][j]), "identity": ident, "label": int(label[j])}})
+        self.seen += src.shape[0]
+        if not att_ok and attention is not None:
+            self._bad_attention = attention
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, Any, list[dict[str, int]]]:
+        """(sources, edits, attention or None, faces) of the chosen tiles, for ``_save_pair``."""
+        ids = torch.tensor([x["identity"] for x in self.tiles])
+        targets = torch.tensor([x["target"] for x in self.tiles])
+        pick = showcase(ids, targets, self.k).tolist()
+        chosen = [self.tiles[i] for i in pick]
+        att: Any = None
+        if chosen and all(x["att"] is not None for x in chosen):
+            att = torch.stack([x["att"] for x in chosen])
+        elif getattr(self, "_bad_attention", None) is not None:
+            att = self._bad_attention  # _save_pair warns about its shape
+        return (torch.stack([x["src"] for x in chosen]), torch.stack([x["edited"] for x in chosen]), att,
+                [x["face"] for x in chosen])
 
 
 # an output this far outside the declared range is a bug (e.g. [0, 255] output), not rounding

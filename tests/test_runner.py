@@ -205,3 +205,28 @@ def test_non_finite_values_round_trip(tmp_path):
     back = {r["metric"]: r["value"] for r in rundir.read_rows(f)}
     assert back["psnr"] == float("inf") and math.isnan(back["leak"]) and back["x"] == -float("inf")
     assert back["y"] == 0.25
+
+
+def test_showcase_collector_finds_a_direction_that_the_first_batch_lacks():
+    """Bangs is absent from SynthFaces' first test batch: the grid showed '+Bangs' rows only."""
+    import torch
+
+    from benchmark.runner import ShowcaseCollector
+
+    k = 4
+    col = ShowcaseCollector(k)
+    for b in range(6):  # batch 0: every face lacks the attribute (target 1); later ones mix
+        n = 8
+        ids = torch.arange(b * n, (b + 1) * n) // 2  # two images per person
+        target = torch.ones(n) if b == 0 else (torch.arange(n) % 2).float()
+        batch = {"identity": ids, "index": torch.arange(b * n, (b + 1) * n)}
+        img = torch.full((n, 3, 4, 4), float(b))
+        col.offer(batch, 1 - target, target, img, -img, torch.rand(n, 1, 4, 4))
+        assert len(col.tiles) <= 3 * k  # O(k), whatever the stream
+        if col.full:
+            break
+    src, edited, att, faces = col.result()
+    assert src.shape == (k, 3, 4, 4) and att.shape == (k, 1, 4, 4) and torch.equal(edited, -src)
+    assert sorted({f["label"] for f in faces}) == [0, 1]  # both directions
+    assert len({f["identity"] for f in faces}) == k  # distinct people
+    assert faces[0]["index"] == 0  # the stream's first face still leads
