@@ -340,7 +340,7 @@ class GridRunner:
             edited = check_edited(edited, src, cell.method, editor.meta.value_range)
             given = ctx.extras if isinstance(ctx.extras, dict) else {}
             if show is not None:
-                show.offer(batch, labels[:, ai], target, src, edited, given.get("attention"))
+                show.offer(batch, target, src, edited, given.get("attention"))
                 if show.full:
                     self._save_pair(cell, *show.result())
                     show = None
@@ -526,13 +526,14 @@ class ShowcaseCollector:
         self.tiles: list[dict[str, Any]] = []  # kept tiles in stream order
         self._ids: dict[float, set[int]] = {0.0: set(), 1.0: set()}
         self._any = 0
+        self._bad_attention: Any = None  # an attention extra of the wrong shape, passed on for _save_pair's warning
 
     @property
     def full(self) -> bool:
         return all(len(v) >= self.k for v in self._ids.values())
 
-    def offer(self, batch: dict[str, Any], label: torch.Tensor, target: torch.Tensor, src: torch.Tensor,
-              edited: torch.Tensor, attention: Any) -> None:
+    def offer(self, batch: dict[str, Any], target: torch.Tensor, src: torch.Tensor, edited: torch.Tensor,
+              attention: Any) -> None:
         att_ok = isinstance(attention, torch.Tensor) and attention.shape[0] == src.shape[0]
         for j in range(src.shape[0]):
             t, ident = float(target[j]), int(batch["identity"][j])
@@ -545,7 +546,7 @@ class ShowcaseCollector:
                 self._any += 1
             self.tiles.append({"src": src[j].cpu(), "edited": edited[j].cpu(),
                                "att": attention[j].cpu() if att_ok else None, "target": t, "identity": ident,
-                               "face": {"index": int(batch["index"][j]), "identity": ident, "label": int(label[j])}})
+                               "face": {"index": int(batch["index"][j]), "identity": ident, "label": int(1 - t)}})
         self.seen += src.shape[0]
         if not att_ok and attention is not None:
             self._bad_attention = attention
@@ -559,7 +560,7 @@ class ShowcaseCollector:
         att: Any = None
         if chosen and all(x["att"] is not None for x in chosen):
             att = torch.stack([x["att"] for x in chosen])
-        elif getattr(self, "_bad_attention", None) is not None:
+        elif self._bad_attention is not None:
             att = self._bad_attention  # _save_pair warns about its shape
         return (torch.stack([x["src"] for x in chosen]), torch.stack([x["edited"] for x in chosen]), att,
                 [x["face"] for x in chosen])

@@ -221,7 +221,7 @@ def test_showcase_collector_finds_a_direction_that_the_first_batch_lacks():
         target = torch.ones(n) if b == 0 else (torch.arange(n) % 2).float()
         batch = {"identity": ids, "index": torch.arange(b * n, (b + 1) * n)}
         img = torch.full((n, 3, 4, 4), float(b))
-        col.offer(batch, 1 - target, target, img, -img, torch.rand(n, 1, 4, 4))
+        col.offer(batch, target, img, -img, torch.rand(n, 1, 4, 4))
         assert len(col.tiles) <= 3 * k  # O(k), whatever the stream
         if col.full:
             break
