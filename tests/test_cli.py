@@ -308,7 +308,7 @@ def test_readme_celebahq_command_runs_as_written(tmp_path, cache_dir, monkeypatc
     argv = shlex.split(line)
     assert argv[0] == ".venv/bin/faceedit-bench"
     monkeypatch.chdir(ROOT)  # the command's paths are relative to the checkout
-    code = main([*argv[1:], "--out", str(tmp_path / "runs"), "data.max_test=4", "attributes=[Smiling]",
+    code = main([*argv[1:], "--out", str(tmp_path / "runs"), "data.max_test=4", "attributes=[Smiling]", "methods=[identity]",
                  "evaluators=[mean-abs-change]", "device=cpu", "output.progress=false"])
     assert code == 0, capsys.readouterr().err
     df = pd.read_csv(next((tmp_path / "runs").iterdir()) / "results.csv")

@@ -430,3 +430,29 @@ def test_inverted_codes_are_kept_on_disk_for_the_next_process(pipeline, monkeypa
         mp.setattr(E, "optimise_codes", lambda render, xs, *a, **k: calls.append(len(xs)) or real(render, xs, *a, **k))
         assert torch.allclose(ed.invert(x), codes, atol=1e-5)
     assert calls == [1]  # only the damaged one was optimised again
+
+
+def test_own_sample_edits_are_scored_per_direction_the_reader_sees(pipeline):
+    """evaluators.gan_samples on the pipeline's GAN; the reader is the editor's own labeller (a real
+    classifier with the judge's interface; in a run the judge reads, never the labeller)."""
+    from evaluators.gan_samples import score_sample_edits
+    from methods.interfacegan.labeller import load_labeller
+
+    ed = pipeline["editors"]["Smiling"]
+    reader = load_labeller(ed.stage_dirs["labeller"], "cpu")
+    still = score_sample_edits(ed, reader, "Smiling", n=40, strength=0.0, batch=16, size=32)
+    d0, d1 = still.directions[0], still.directions[1]
+    assert d0.n + d1.n == 40 and still.positives == d0.n  # sources read as 1 are edited to 0
+    # strength 0 edits nothing: no edit reaches its target and every other attribute agrees
+    assert d0.success == 0 and d1.success == 0
+    assert all(abs(d.row()["attr_preserve"] - 1.0) < 1e-9 for d in (d0, d1) if d.n)
+    moved = score_sample_edits(ed, reader, "Smiling", n=40, strength=3.0, batch=7, size=32)
+    assert moved.positives == still.positives  # the same samples, whatever the strength and batch
+    same = score_sample_edits(ed, reader, "Smiling", n=40, strength=3.0, batch=40, size=32)
+    assert same.summary(reader.tag) == moved.summary(reader.tag)  # batch-size invariant
+    summary = moved.summary(reader.tag)
+    assert summary["protocol"] == f"gan_samples_{reader.tag}" and summary["n"] == 40
+    with pytest.raises(KeyError, match="does not score"):
+        score_sample_edits(ed, reader, "Not_An_Attribute", n=4)
+    with pytest.raises(TypeError, match="latent editor"):
+        score_sample_edits(object(), reader, "Smiling", n=4)
