@@ -308,8 +308,9 @@ def test_bad_input_fails_clearly_before_training(tmp_path: Path) -> None:
 
 # The reference pipeline, shortened: SynthFaces 64 px data, nets at 32 px (the change resized back), 800 G
 # iterations instead of 2,500, a 4-epoch judge.  Young: D learns it within a few hundred iterations at
-# 32 px (in the reference fits' logs), where Eyeglasses and Smiling need longer (at 1,000 iterations
-# on 32 px data the Eyeglasses edit was still the identity: the mask had collapsed to a mean of 0.007).
+# 32 px (in the reference fits' logs), where Eyeglasses and Smiling need longer (with D at width 8, at
+# 1,000 iterations on 32 px data the Eyeglasses edit was still the identity: the mask had collapsed to a
+# mean of 0.007; the reference preset's D is now at the published width 32).
 SLOW_GRID = ["data.name=synthfaces", "data.resolution=64", "data.batch_size=50", "data.max_test=200",
              "methods=[identity,sagan]", "attributes=[Young]", "evaluators=[attributes,leak]",
              "evaluator_options.attributes.classifier={epochs: 4}",
