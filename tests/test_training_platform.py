@@ -333,28 +333,6 @@ def test_the_default_grid_finds_every_editor_fit_among_the_shipped_reference_fit
         assert fit.records and {r.source for r in fit.records} == {"reference"}, (attribute, fit.records)
 
 
-def test_every_shipped_l2mgan_fit_is_found_by_its_preset(cache_dir):
-    """L2M-GAN is not in the default grid until all five attributes are shipped; the ones that are
-    must still load by `method_options.l2mgan.preset=reference` (README, methods/l2mgan/README.md)."""
-    import dataclasses
-
-    from benchmark.registry import METHODS
-    from benchmark.runner import build_dataset
-    from methods.training import FitContext
-
-    cfg = load_config(ROOT / "configs" / "default.yaml")
-    dataset = build_dataset(cfg)
-    shipped = sorted(json.loads(p.read_text())["attribute"]
-                     for p in (ROOT / "methods" / "l2mgan" / "reference_fits").glob("*/provenance.json"))
-    assert "Smiling" in shipped
-    for attribute in shipped:
-        editor = METHODS.create("l2mgan", preset="reference")
-        fit = FitContext(editor=editor, dataset=dataset, attribute=attribute, seed=0, device="cpu",
-                         fits=dataclasses.asdict(cfg.fits), show_progress=False, allow_training=False)
-        editor.prepare(fit)
-        assert [r.source for r in fit.records] == ["reference"], attribute
-
-
 def _tar(archive: Path, members: dict[str, bytes]) -> Path:
     import io
     import tarfile
