@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 class DirectionCounts:
     """Running counts of one direction (source read as ``1 - target``)."""
 
-    n_other: int = 1  # attributes read for attr_preserve (all but the edited one)
     n: int = 0
     success: int = 0
     agreements: int = 0  # integer counts: the score is exact whatever the batching
@@ -47,11 +46,12 @@ class DirectionCounts:
         self.success += int(hit.sum())
         self.agreements += int(agree.sum())
 
-    def row(self) -> dict[str, Any]:
+    def row(self, n_other: int) -> dict[str, Any]:
+        """Rates of the counts; ``n_other`` attributes were read per image for ``attr_preserve``."""
         if self.n == 0:
             return {"n": 0, "attr_success": None, "attr_preserve": None}
         return {"n": self.n, "attr_success": self.success / self.n,
-                "attr_preserve": self.agreements / (self.n * self.n_other)}
+                "attr_preserve": self.agreements / (self.n * n_other)}
 
 
 @dataclass
@@ -60,16 +60,13 @@ class SampleEditScore:
 
     attribute: str
     strength: float
-    n_other: int = 1
-    directions: dict[int, DirectionCounts] = field(default_factory=dict)
+    n_other: int = 1  # attributes read for attr_preserve (all but the edited one)
+    directions: dict[int, DirectionCounts] = field(default_factory=lambda: {0: DirectionCounts(), 1: DirectionCounts()})
     positives: int = 0
-
-    def __post_init__(self) -> None:
-        self.directions = self.directions or {t: DirectionCounts(self.n_other) for t in (0, 1)}
 
     def summary(self, tag: str) -> dict[str, Any]:
         n = sum(d.n for d in self.directions.values())
-        rows = {f"{1 - t}->{t}": self.directions[t].row() for t in (1, 0)}
+        rows = {f"{1 - t}->{t}": self.directions[t].row(self.n_other) for t in (1, 0)}
         successes = [r["attr_success"] for r in rows.values() if r["attr_success"] is not None]
         return {"protocol": f"gan_samples_{tag}", "attribute": self.attribute, "strength": self.strength, "n": n,
                 "source_positive_rate": self.positives / n if n else None, "directions": rows,
@@ -126,8 +123,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmark.config import load_config
+    from benchmark.registry import EVALUATORS
     from benchmark.runner import GridRunner, resolve_device
-    from evaluators.classifier import load_classifier
+    from evaluators.base import EvalContext
 
     a = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -136,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as run_dir:  # fits.jsonl of the lookups only; nothing else is written
         runner = GridRunner(cfg, Path(run_dir), device)
         runner.progress = False
-        options = cfg.evaluator_options.get("attributes", {})
-        judge = load_classifier(runner.dataset, device, options.get("classifier"),
-                                options.get("train_if_missing", True))
+        # the grid's own `attributes` evaluator with the config's options: the very judge a run scores with
+        ctx = EvalContext(runner.dataset, runner.attributes[0], 1, device)
+        judge = EVALUATORS.create("attributes", ctx, **cfg.evaluator_options.get("attributes", {})).classifier
         out = []
         for attr in runner.attributes:
             editor = runner.editor_for(a.method, attr, cfg.seeds[0])

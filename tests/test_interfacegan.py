@@ -445,7 +445,7 @@ def test_own_sample_edits_are_scored_per_direction_the_reader_sees(pipeline):
     assert d0.n + d1.n == 40 and still.positives == d0.n  # sources read as 1 are edited to 0
     # strength 0 edits nothing: no edit reaches its target and every other attribute agrees
     assert d0.success == 0 and d1.success == 0
-    assert all(abs(d.row()["attr_preserve"] - 1.0) < 1e-9 for d in (d0, d1) if d.n)
+    assert all(abs(d.row(still.n_other)["attr_preserve"] - 1.0) < 1e-9 for d in (d0, d1) if d.n)
     moved = score_sample_edits(ed, reader, "Smiling", n=40, strength=3.0, batch=7, size=32)
     assert moved.positives == still.positives  # the same samples, whatever the strength and batch
     same = score_sample_edits(ed, reader, "Smiling", n=40, strength=3.0, batch=40, size=32)
