@@ -222,20 +222,16 @@ class GridRunner:
     def _evaluators(self, attribute: str) -> tuple[dict[int, list[Evaluator]], list[dict[str, Any]]]:
         """Per direction, the evaluators that apply; rows for those skipped or failing to build.
 
-        A metric whose asset is missing is looked for once per run: building it again for every
-        cell costs seconds (LPIPS builds its network before it finds its weights missing).
+        A metric whose weights are missing fails fast in every cell after the first: ``shared_model``
+        remembers the missing asset (evaluators.base).
         """
         per_dir: dict[int, list[Evaluator]] = {0: [], 1: []}
         notes: list[dict[str, Any]] = []
-        missing: dict[str, str] = self.__dict__.setdefault("_missing_assets", {})
         for name in self.cfg.evaluators:
             cls = EVALUATORS.get(name)
             reason = cls.supports(self.dataset)
             if reason:
                 notes.append({"metric": name, "status": "skipped", "error": reason})
-                continue
-            if name in missing:
-                notes.append({"metric": name, "status": "unavailable", "error": missing[name]})
                 continue
             opts = self.cfg.evaluator_options.get(name, {})
             try:
@@ -245,8 +241,6 @@ class GridRunner:
             except Exception as exc:  # noqa: BLE001 - one metric's failure must not sink the cell
                 status = "unavailable" if isinstance(exc, (AssetError, MetricUnavailable)) else "error"
                 msg = str(exc) if status == "unavailable" else f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, AssetError):  # a file, not this attribute: the same for every cell
-                    missing[name] = msg
                 notes.append({"metric": name, "status": status, "error": msg})
                 per_dir = {t: [e for e in evs if e.name != name] for t, evs in per_dir.items()}
         return per_dir, notes

@@ -183,17 +183,41 @@ class RunningMean:
 
 
 _MODELS: dict[tuple, Any] = {}
+_MISSING: dict[tuple, Exception] = {}  # (key, where assets are looked for) -> the MissingAssetError it raised
 _MODELS_LOCK = threading.Lock()
 
 
+def _asset_places() -> tuple[str | None, str | None, str]:
+    """Where a factory looks for its weights: a remembered "missing" holds only while these stay put."""
+    import os
+
+    return os.environ.get("FACEEDIT_CACHE"), os.environ.get("FACEEDIT_OFFLINE"), str(torch.hub.get_dir())
+
+
 def shared_model(key: tuple, factory: Callable[[], Any]) -> Any:
-    """Build a scoring network once per process and key (include the device in the key)."""
+    """Build a scoring network once per process and key (include the device in the key).
+
+    A factory that fails because its weights are missing (``MissingAssetError``) is not called again
+    for the key while the asset places (cache, offline switch, torch hub dir) stay the same: the same
+    error is raised at once. This is the one memory of missing assets: an offline grid asks for the
+    LPIPS or Inception weights in every cell, and each try built a network first (~1.3 s for LPIPS)."""
+    from benchmark.assets import MissingAssetError
+
     with _MODELS_LOCK:
-        if key not in _MODELS:
+        if key in _MODELS:
+            return _MODELS[key]
+        missing_key = (key, _asset_places())
+        if missing_key in _MISSING:
+            raise _MISSING[missing_key].with_traceback(None)
+        try:
             _MODELS[key] = factory()
+        except MissingAssetError as exc:
+            _MISSING[missing_key] = exc
+            raise
         return _MODELS[key]
 
 
 def clear_shared_models() -> None:
     with _MODELS_LOCK:
         _MODELS.clear()
+        _MISSING.clear()

@@ -31,9 +31,6 @@ from evaluators.lpips_metric import METRIC as LPIPS_METRIC, lpips_distance, lpip
 
 log = logging.getLogger(__name__)
 _warned_no_lpips = False
-# (device, torch hub dir) whose LPIPS weights were found missing: building the LPIPS module before
-# finding that out costs ~1.3 s, and ``reset`` runs once per direction and cell
-_missing_lpips: dict[tuple[str, str], MissingAssetError] = {}
 
 
 def _warn_no_lpips_once(exc: Exception) -> None:
@@ -59,15 +56,10 @@ class CounterfactualEvaluator(Evaluator):
         return None
 
     def lpips(self) -> Any | None:
-        """The LPIPS module, or None when its trunk weights are missing (looked for once per process)."""
-        key = (str(self.ctx.device), str(torch.hub.get_dir()))
-        if key in _missing_lpips:
-            _warn_no_lpips_once(_missing_lpips[key])
-            return None
+        """The LPIPS module, or None when its trunk weights are missing (``shared_model`` remembers that)."""
         try:
             return lpips_model(self.ctx.device)
         except MissingAssetError as exc:
-            _missing_lpips[key] = exc
             _warn_no_lpips_once(exc)
             return None
 

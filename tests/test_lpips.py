@@ -89,3 +89,29 @@ def test_missing_trunk_offline_is_one_clear_error(tmp_path):
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in msg
     assert "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth" in msg
     assert "FACEEDIT_OFFLINE" in msg
+
+
+def test_a_missing_asset_is_remembered_until_the_places_change(tmp_path, monkeypatch):
+    """shared_model is the one memory of missing weights: a failing factory runs once per key while the
+    cache, the offline switch and the hub dir stay put, and again when one of them moves."""
+    from evaluators.base import shared_model
+
+    calls = []
+
+    def factory():
+        calls.append(1)
+        raise MissingAssetError("weights absent: put them in X")
+
+    clear_shared_models()
+    monkeypatch.setenv("FACEEDIT_CACHE", str(tmp_path / "a"))
+    for _ in range(3):
+        with pytest.raises(MissingAssetError, match="put them in X"):
+            shared_model(("test-missing", "cpu"), factory)
+    assert len(calls) == 1
+    monkeypatch.setenv("FACEEDIT_CACHE", str(tmp_path / "b"))  # somewhere else: look again
+    with pytest.raises(MissingAssetError):
+        shared_model(("test-missing", "cpu"), factory)
+    assert len(calls) == 2
+    clear_shared_models()  # forgets failures too: the weights were put in place meanwhile
+    assert shared_model(("test-missing", "cpu"), lambda: "built") == "built"
+    clear_shared_models()

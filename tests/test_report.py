@@ -154,6 +154,25 @@ def test_figures_png_and_pdf_sized_for_two_columns(tmp_path):
     assert cols[2][2] and cols[2][1][0].shape == (8, 8)
 
 
+def test_grid_canvas_places_every_tile_and_leaves_gaps_and_missing_cells_white():
+    """The figure grids draw one composed canvas: each tile must land at its row and column, exactly."""
+    a = np.full((8, 8, 3), 10, dtype=np.uint8)
+    b = np.full((8, 8, 3), 200, dtype=np.uint8)
+    narrow = np.full((8, 4, 3), 50, dtype=np.uint8)  # a strip with fewer saved faces
+    canvas, (vstep, hstep) = report_figures.compose_canvas([[a, None], [narrow, b]], 8, 8)
+    gap = vstep - 8
+    assert gap >= 1 and (vstep, hstep) == (8 + gap, 8 + gap)
+    assert canvas.shape == (2 * 8 + gap, 2 * 8 + gap, 3)
+    assert (canvas[:8, :8] == 10).all() and (canvas[:8, hstep:] == 255).all()  # None stays blank
+    assert (canvas[vstep:, :4] == 50).all() and (canvas[vstep:, 4:8] == 255).all()
+    assert (canvas[vstep:, hstep:] == 200).all() and (canvas[8:vstep] == 255).all()  # the gap row
+    mask = np.array([[0, 255]], dtype=np.uint8)
+    import matplotlib
+
+    rgb = report_figures._colour(mask, matplotlib.colormaps["magma"])
+    assert rgb.shape == (1, 2, 3) and rgb[0, 0].sum() < 30 and rgb[0, 1].sum() > 500  # magma: black to pale
+
+
 def test_grid_rows_alternate_directions_and_prefer_new_identities():
     info = [{"identity": 0, "label": 0}, {"identity": 0, "label": 1}, {"identity": 0, "label": 0},
             {"identity": 1, "label": 0}, {"identity": 1, "label": 1}, {"identity": 2, "label": 1}]
