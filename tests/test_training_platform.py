@@ -194,6 +194,14 @@ def test_reference_fit_is_used_when_its_key_matches(tmp_path, monkeypatch):
     assert [r.source for r in used.fit_context.records] == ["reference", "reference"]
     retrained = fit_once(tmp_path / "fresh2", fits={"reference": False})
     assert [r.source for r in retrained.fit_context.records] == ["trained", "trained"]
+    # the machine that trained it holds the same keys in its cache: the shipped copy still wins there
+    # (every machine scores the same files), and fits.reference=false reads the local entry
+    on_maker = fit_once(tmp_path / "maker")
+    assert [r.source for r in on_maker.fit_context.records] == ["reference", "reference"]
+    assert [r.path for r in on_maker.fit_context.records] == [str(refs / Path(r.path).name)
+                                                             for r in trained.fit_context.records]
+    local = fit_once(tmp_path / "maker", fits={"reference": False})
+    assert [r.source for r in local.fit_context.records] == ["cache", "cache"]
 
 
 def test_fit_made_by_other_source_says_so(tmp_path, caplog):
