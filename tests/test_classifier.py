@@ -250,6 +250,11 @@ def test_added_fields_keep_old_cache_keys():
     slim = ClassifierConfig().hashed_dict()
     assert slim["slim_code_version"] >= 2 and "width" not in slim
     assert ClassifierConfig(width=24).hashed_dict()["width"] == 24
+    # train_degrade_prob (InterFaceGAN's labeller) came later too: off, it leaves every key as it was
+    assert "train_degrade_prob" not in slim and "train_degrade_prob" not in resnet
+    assert ClassifierConfig(train_degrade_prob=0.5).hashed_dict()["train_degrade_prob"] == 0.5
+    with pytest.raises(ClassifierConfigError, match="train_degrade_prob"):
+        ClassifierConfig(train_degrade_prob=1.5)
 
 
 def test_balanced_accuracy_marks_unjudgeable_attributes():

@@ -19,7 +19,7 @@ from methods.base import EditContext
 from methods.training import FitContext, OptionsError
 
 from methods.interfacegan import train as T
-from methods.interfacegan.editor import InterFaceGANEditor
+from methods.interfacegan.editor import InterFaceGANEditor, InterFaceGANOptions
 from methods.interfacegan.labeller import judge_classifier_dir
 from methods.interfacegan.manipulate import edit_latent, project_boundary
 from methods.interfacegan.networks import (Discriminator, DiscriminatorConfig, Generator, GeneratorConfig)
@@ -170,6 +170,18 @@ def test_labeller_is_not_the_judge(pipeline):
     assert set(lab["heldout_accuracy"]) == set(ds.attribute_names) and lab["n_heldout"] > 0
     bnd = json.loads((ed.stage_dirs["boundary"] / "boundary.json").read_text())
     assert bnd["labeller_tag"] == lab["tag"]
+
+
+def test_labeller_degradation_is_keyed_only_when_on():
+    """labeller_degrade_prob came after the shipped boundaries: off, the labeller's key (and so the
+    samples' and the boundaries') is what it was; on, it is a labeller of its own, trained with it."""
+    from methods.interfacegan.labeller import LabellerSpec
+
+    assert LabellerSpec().keyed() == {"arch": "resnet18", "epochs": 15, "seed": 1, "split_seed": 1}
+    assert LabellerSpec(degrade_prob=0.5).keyed()["degrade_prob"] == 0.5
+    assert LabellerSpec(degrade_prob=0.5).config()["train_degrade_prob"] == 0.5
+    with pytest.raises(ValueError, match="labeller_degrade_prob"):
+        InterFaceGANOptions(labeller_degrade_prob=2.0)
 
 
 def test_boundary_and_samples_records(pipeline):

@@ -42,7 +42,7 @@ JUDGE_EPOCHS = 25
 TRAIN_EPOCHS = 15
 # Fields added after checkpoints were cached, with the value that was implicit before: hashed only
 # when they differ from it, so existing cache keys and tags stay valid.
-LATER_FIELDS = {"width": None}
+LATER_FIELDS = {"width": None, "train_degrade_prob": 0.0}
 
 
 class ClassifierConfigError(ValueError):
@@ -106,6 +106,10 @@ class ClassifierConfig:
     pair_fraction: float = 0.15     # share that also gets its one-attribute-flipped counterfactual
     blend_prob: float = 0.7         # chance a paired image is blended with its counterfactual in a batch
     degrade_prob: float = 0.25      # chance of each of blur / noise / colour cast per training image
+    # The same label-preserving artefacts (judge_data.degrade) on the train-split path, where no
+    # judge renders exist. 0 (off, and then not hashed: old keys stay valid) for every judge; InterFaceGAN's
+    # labeller turns it on, because it scores blurred GAN samples, not clean training images.
+    train_degrade_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -129,6 +133,8 @@ class ClassifierConfig:
                                         f"for arch {self.arch!r}")
         if self.lr <= 0:
             raise ClassifierConfigError(f"classifier lr must be > 0, not {self.lr}")
+        if not 0.0 <= self.train_degrade_prob <= 1.0:
+            raise ClassifierConfigError(f"classifier train_degrade_prob must be in [0, 1], not {self.train_degrade_prob}")
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any] | "ClassifierConfig" | None) -> "ClassifierConfig":

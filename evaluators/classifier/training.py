@@ -168,6 +168,8 @@ def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Fa
             if judge is not None:  # edit artefacts, labelled by what is rendered (evaluators/judge_data.py)
                 x, y = blend_pairs(x, y, idx, judge, gen, config.blend_prob)
                 x = degrade(x, gen, config.degrade_prob)
+            elif config.train_degrade_prob > 0:  # the same artefacts on the train split (no renders to pair)
+                x = degrade(x, gen, config.train_degrade_prob)
             x = _augment(x, gen, hflip, pad).to(device)
             y = y.to(device)
             loss = F.binary_cross_entropy_with_logits(net(normalise(x, mean, std)), y)

@@ -112,6 +112,8 @@ class InterFaceGANOptions(EditorOptions):
     labeller_epochs: int = option(15, runtime=True, doc="[labeller stage] epochs on half the training split")
     labeller_seed: int = option(1, runtime=True, doc="[labeller stage] training seed (the judge uses 0)")
     labeller_split_seed: int = option(1, runtime=True, doc="[labeller stage] seed of the half split")
+    labeller_degrade_prob: float = option(0.0, runtime=True, doc="[labeller stage] chance of each of blur / noise / "
+                                          "colour cast per training image (it labels blurred GAN samples)")
     # -- encoder stage (keyed there) --------------------------------------------------------------
     encoder_steps: int = option(2000, runtime=True, doc="[encoder stage] steps")
     encoder_batch: int = option(16, runtime=True, doc="[encoder stage] images per step")
@@ -154,6 +156,7 @@ class InterFaceGANOptions(EditorOptions):
             (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be >= 1"),
             (self.n_samples >= 100, f"n_samples must be >= 100 (2 % per side must leave codes), got {self.n_samples}"),
             (0 <= self.encoder_real_fraction < 1, "encoder_real_fraction must be in [0, 1)"),
+            (0 <= self.labeller_degrade_prob <= 1, "labeller_degrade_prob must be in [0, 1]"),
             (self.invert_steps >= 0 and self.encoder_steps >= 1, "invert_steps >= 0 and encoder_steps >= 1"),
             (0 < self.truncation_psi <= 1, "truncation_psi must be in (0, 1]"),
             (len(set(self.conditions)) == len(self.conditions), f"conditions repeat: {self.conditions}"),
@@ -367,12 +370,12 @@ class InterFaceGANEditor(Editor):
 
         dev = self.device
         spec = LabellerSpec(arch=o.labeller_arch, epochs=o.labeller_epochs, seed=o.labeller_seed,
-                            split_seed=o.labeller_split_seed)
+                            split_seed=o.labeller_split_seed, degrade_prob=o.labeller_degrade_prob)
         dirs: dict[str, Path] = {}
         # Keys are computed up front and the labeller and sample stages resolved only when a stage that
         # needs them trains: with the boundary cached or shipped, editing needs neither (the labeller is
         # a 43 MB network that the shipped reference fits therefore do not carry).
-        lab_extra = {"labeller": dataclasses.asdict(spec), "work_res": work}
+        lab_extra = {"labeller": spec.keyed(), "work_res": work}
         lab_key = fit.stage_key("labeller", per_attribute=False, extra=lab_extra)
 
         def labeller_dir() -> Path:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,21 @@ class LabellerSpec:
     epochs: int = 15
     seed: int = 1  # the judge's default seed is 0
     split_seed: int = 1
+    # blur / noise / colour casts on its training images (judge_data.degrade, each with this chance):
+    # it scores the GAN's blurred samples, not clean photographs. 0: off (then left out of the key)
+    degrade_prob: float = 0.0
 
     def config(self) -> dict[str, Any]:
-        return {"arch": self.arch, "epochs": int(self.epochs), "seed": int(self.seed), "eval_split": "val"}
+        return {"arch": self.arch, "epochs": int(self.epochs), "seed": int(self.seed), "eval_split": "val",
+                "train_degrade_prob": float(self.degrade_prob)}
+
+    def keyed(self) -> dict[str, Any]:
+        """What enters the labeller stage's key: the fields, ``degrade_prob`` only when on (it came later,
+        and the labellers trained before it keep their keys)."""
+        out = asdict(self)
+        if not self.degrade_prob:
+            out.pop("degrade_prob")
+        return out
 
 
 def judge_classifier_dir(dataset: FaceDataset) -> Path:
@@ -128,7 +140,8 @@ def train_labeller(out_dir: Path, dataset: FaceDataset, base_identity: dict[str,
     metrics = cache.read_json(dest / "metrics.json")
     record = {
         "tag": handle.tag, "key": handle.key, "judge_key": judge_key, "arch": spec.arch, "epochs": spec.epochs,
-        "seed": spec.seed, "split_seed": spec.split_seed, "resolution": data.resolution,
+        "seed": spec.seed, "split_seed": spec.split_seed, "degrade_prob": spec.degrade_prob,
+        "resolution": data.resolution,
         "n_train": len(data.split("train")), "n_heldout": len(data.split("val")),
         "heldout_accuracy": metrics.get("accuracy", {}), "heldout_mean_accuracy": metrics.get("mean_accuracy"),
         "heldout_baseline_accuracy": metrics.get("baseline_accuracy", {}),
