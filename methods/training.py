@@ -76,9 +76,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 # -- options ------------------------------------------------------------------------------------
 
 def option(default: Any = dataclasses.MISSING, *, runtime: bool = False, doc: str = "",
-           default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with metadata: ``runtime=True`` keeps it out of cache keys."""
-    meta = {"runtime": runtime, "doc": doc}
+           default_factory: Any = dataclasses.MISSING, added_later: bool = False) -> Any:
+    """A dataclass field with metadata: ``runtime=True`` keeps it out of cache keys; ``added_later=True``
+    (an option added after fits were made) keeps it out while it has its default, so that the fits made
+    before it existed, which behaved as the default does, keep their keys."""
+    meta = {"runtime": runtime, "doc": doc, "added_later": added_later, "default": default}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -104,6 +106,8 @@ class EditorOptions:
         out = {}
         for f in fields(self):
             if f.metadata.get("runtime") or f.name == "preset":
+                continue
+            if f.metadata.get("added_later") and getattr(self, f.name) == f.metadata.get("default"):
                 continue
             out[f.name] = getattr(self, f.name)
         return out

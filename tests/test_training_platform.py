@@ -404,3 +404,23 @@ def test_packed_reference_fits_travel_verified_and_path_checked(tmp_path, monkey
                          root=fresh)
     assert not (fresh / "methods").exists() and not (tmp_path / "x").exists()
     assert reference.main(["unpack", str(tmp_path / "foreign.tar.gz")]) == 2
+
+
+def test_an_option_added_later_keys_fits_only_when_set():
+    """Fits made before an option existed behaved as its default: at the default it enters no key."""
+    from dataclasses import dataclass
+
+    from methods.training import EditorOptions, option
+
+    @dataclass(frozen=True)
+    class Old(EditorOptions):
+        width: int = option(8)
+
+    @dataclass(frozen=True)
+    class New(Old):
+        warmup: int = option(0, added_later=True)
+        tau: float = option(1.0)  # a plain new option does enter every key
+
+    assert Old().hashed() == {k: v for k, v in New().hashed().items() if k != "tau"}
+    assert "warmup" not in New().hashed() and New(warmup=3).hashed()["warmup"] == 3
+    assert New().hashed()["tau"] == 1.0
