@@ -159,8 +159,9 @@ def _fit(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, dataset: Fa
     losses, step, t0 = [], 0, time.time()
     from benchmark.progress import progress
 
-    bar = progress(total=steps_per_epoch * config.epochs, desc="judge: attribute classifier", unit="step",
-                   leave=True)
+    # the same code trains the judges and InterFaceGAN's labeller: the bar says which data it learns
+    desc = "judge: attribute classifier" if judge is not None else f"attribute classifier ({dataset.name})"
+    bar = progress(total=steps_per_epoch * config.epochs, desc=desc, unit="step", leave=True)
     for epoch in range(config.epochs):
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(config.batch_size):
