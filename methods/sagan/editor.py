@@ -86,20 +86,21 @@ class SaGANEditor(Editor):
         # tiny nets, a few G iterations: the contract tests train it in seconds
         "test": {"width": 4, "d_width": 4, "n_res": 1, "steps": 3, "batch_size": 4, "balanced": True},
         # What the shipped reference fits use: SynthFaces 64 px data, nets at 32 px (edit at 32 px, the change
-        # resized back), slim widths, balanced classes, everything else as published.  2,500 G iterations
-        # (7,500 D steps): measured 4.4 it/s on one idle core of the development CPU (about 10 min a fit,
-        # 15 min at 2.8 it/s when the machine is shared).
-        # d_width 32 is the published D width: at width 8 the mask collapsed (mean 0.36 -> 0.017 by step 500)
-        # while D's attribute head was still at chance; at 32 the head learns within ~300 G iterations.
+        # resized back), slim G (width 8), D at the published width 32, balanced classes, 2,500 G iterations
+        # (7,500 D steps; 2.1-2.8 it/s on one thread of the shared 2-core development CPU, ~20 min a fit).
+        # d_width 32: at width 8 the mask collapsed (mean 0.36 -> 0.017 by step 500) while D's attribute
+        # head was still at chance; at 32 the head learns within ~300 G iterations.
+        # lambda_identity 10 (published 100; README "Measured"): on Smiling it doubled attr_success
+        # 0->1 (0.27 -> 0.61) with attr_preserve 0.98 and id_cos 0.99. At lambda_identity 100 a 10,000-
+        # iteration run shrank the mask as the 2,500 one did (mean 0.0063 at step 1,500, where it was
+        # stopped), and so did 400 iterations of D alone before G's first step (0.0135 at step 900).
         "reference": {"resolution": 32, "width": 8, "d_width": 32, "n_res": 4, "steps": 2500, "batch_size": 16,
-                      "balanced": True},
-        # the default on a CPU: the reference schedule itself, so a default run finds the shipped fits
-        "cpu": {"resolution": 32, "width": 8, "d_width": 32, "n_res": 4, "steps": 2500, "batch_size": 16,
-                "balanced": True},
+                      "balanced": True, "lambda_identity": 10.0},
         # the published GPU protocol: 128 px, widths 32, 1000 kimg ≈ 20.8k G iterations, batch 16
         "paper": {"resolution": 128, "width": 32, "d_width": 32, "n_res": 4, "steps": PAPER_G_ITERATIONS,
                   "batch_size": 16, "adv_loss": "wgan-gp", "balanced": False},
     }
+    presets["cpu"] = presets["reference"]  # the default on a CPU: a default run finds the shipped fits
     default_preset = "cpu"
     version = 1
 
