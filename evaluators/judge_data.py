@@ -16,7 +16,8 @@ what is really rendered:
 * **blur, noise, colour casts** (``degrade``): applied at training time, label-preserving, mild.
 
 Renders are cached (a ``benchmark.cache`` entry, ``judge_renders/<key>/``) because the renderer is
-the slow part on a CPU (~50 images/s on one busy thread at 64 px) and both judges use the same set.
+the slow part on a CPU (~50 images/s on one busy thread at 64 px) and a set is shared by
+every judge that asks for the same people (the identity judge asks for 8x more than the attribute judge).
 """
 from __future__ import annotations
 
@@ -50,10 +51,12 @@ GAP = (0.4, 0.6)  # intermediate attribute values never drawn: labels stay unamb
 JUDGE_IDS_PER_TRAIN_ID = {"judge": 1.6, "judge_val": 0.2}
 
 
-def default_judge_ids(dataset: FaceDataset, split: str = "judge") -> int:
-    """People in the judge set ``split`` of ``dataset`` when a config leaves the number open (None)."""
+def default_judge_ids(dataset: FaceDataset, split: str = "judge", per_train_id: float | None = None) -> int:
+    """People in the judge set ``split`` of ``dataset`` when a config leaves the number open (None);
+    ``per_train_id`` overrides the split's ``JUDGE_IDS_PER_TRAIN_ID`` (the identity judge sees more people)."""
     n_train = int(getattr(dataset, "n_train_ids", 1000))
-    return max(8, round(JUDGE_IDS_PER_TRAIN_ID[split] * n_train))
+    scale = JUDGE_IDS_PER_TRAIN_ID[split] if per_train_id is None else per_train_id
+    return max(8, round(scale * n_train))
 
 
 def supports_judge_data(dataset: FaceDataset) -> bool:
@@ -131,7 +134,7 @@ _FIELDS = ("images", "labels", "identity", "params", "pair_index", "pair_attr", 
 
 def judge_data(dataset: FaceDataset, split: str, n_ids: int, images_per_id: int,
                partial_fraction: float = 0.25, pair_fraction: float = 0.15) -> JudgeData:
-    """The cached judge set of ``dataset`` (rendered once per content key, shared by both judges)."""
+    """The cached judge set of ``dataset`` (rendered once per content key, shared by the judges that ask for it)."""
     from safetensors.torch import load_file, save_file
 
     payload = {"dataset": dataset.fingerprint(), "split": split, "n_ids": n_ids, "images_per_id": images_per_id,

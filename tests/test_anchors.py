@@ -18,7 +18,7 @@ GRID = ["data.name=synthfaces", "data.resolution=32", "data.batch_size=32", "dat
         "evaluators=[attributes,id_synth,leak,counterfactual,fid_classifier]",
         "evaluator_options.attributes.classifier={epochs: 4}",
         "evaluator_options.fid_classifier.classifier={epochs: 4}",
-        "evaluator_options.id_synth={epochs: 1, image_size: 32}",
+        "evaluator_options.id_synth={epochs: 1, image_size: 32, judge_ids: 240}",
         "device=cpu", "output.progress=false"]
 
 

@@ -294,8 +294,8 @@ class ProcIdentityFaces(FaceDataset):
         return _ProcSplit(self, name, n_ids=16, per_id=6, id_offset=10_000)
 
 
-SMALL = {"label": "tiny", "image_size": 32, "widths": (16, 32, 64), "embedding_dim": 64, "epochs": 15,
-         "batch_size": 64, "lr": 3e-3, "max_train_items": None, "max_eval_items": 200}
+SMALL = {"label": "tiny", "image_size": 32, "widths": (16, 32, 64), "stem_stride": 1, "embedding_dim": 64,
+         "epochs": 15, "batch_size": 64, "lr": 3e-3, "max_train_items": None, "max_eval_items": 200}
 
 
 def _test_batch(split: FaceSplit, indices) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +379,7 @@ def test_synthfaces_scored_factors_follow_the_edited_attribute():
 
 # small SynthFaces (500 train / 40 test people x 5 images at 32 px) and a short CosFace schedule: the factor
 # readout is closed-form and leans on the pixels, so it does not need the embedding's full schedule
-SYNTH_SMALL = {**SMALL, "epochs": 4, "batch_size": 128, "max_eval_items": 1000}
+SYNTH_SMALL = {**SMALL, "epochs": 4, "batch_size": 128, "max_eval_items": 1000, "judge_ids_per_train_id": 1.6}
 
 
 def test_synth_embedder_on_real_synthfaces(tmp_path, monkeypatch):
@@ -424,16 +424,35 @@ def _ctx_attr(dataset: FaceDataset, attribute: str) -> EvalContext:
     return EvalContext(dataset=dataset, attribute=attribute, direction=1, device=torch.device("cpu"))
 
 
-def test_synth_embedder_stem_stride_is_its_own_protocol_and_keeps_old_keys():
-    """``stem_stride`` came after embedders were cached: the default (1) hashes as before, 2 halves every
-    block's resolution and reports under its own tag (docs/metrics.md has its measured cost)."""
+def test_synth_embedder_later_fields_keep_old_keys_and_the_default_is_its_own_protocol():
+    """``stem_stride``, ``readout_max_items`` and ``judge_ids_per_train_id`` came after embedders were
+    cached: at the values that were implicit before (stride 1, every image, 1.6 people per train person)
+    they hash as before; today's default (stride 2, 10,000 readout images, 12.8) is hashed and named
+    apart from the former default, whose cache key is unchanged."""
     from evaluators.identity import synth_embedder as se
 
-    default, fast = se.SynthEmbedderConfig(), se.SynthEmbedderConfig(stem_stride=2)
-    assert "stem_stride" not in se._hashed_fields(default) and se._hashed_fields(fast)["stem_stride"] == 2
-    assert fast.tag != default.tag and fast.tag.startswith(default.tag + "_")
+    before = se.SynthEmbedderConfig(label="cnn4_cosface_ridge", stem_stride=1, epochs=20, readout_max_items=None,
+                                    judge_ids_per_train_id=1.6)
+    default = se.SynthEmbedderConfig()
+    assert not {"stem_stride", "readout_max_items", "judge_ids_per_train_id"} & set(se._hashed_fields(before))
+    assert se._hashed_fields(default)["stem_stride"] == 2
+    assert default.tag == se.DEFAULT_TAG == "cnn4s2_cosface_ridge_judge"
+    assert before.tag != default.tag and before.tag.startswith("cnn4_cosface_ridge_judge_")
     names = [f"f{i}" for i in range(3)]
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-    full = se.SynthIdentityNet(default, names).trunk(x)
-    half = se.SynthIdentityNet(fast, names).trunk(x)
+    full = se.SynthIdentityNet(before, names).trunk(x)
+    half = se.SynthIdentityNet(default, names).trunk(x)
     assert full.shape[-1] == 4 and half.shape[-1] == 2 and full.shape[1] == half.shape[1]
+
+
+def test_synth_embedder_judge_set_scales_with_the_dataset():
+    """None people: ``judge_ids_per_train_id`` x the train identities; the number is what the key hashes,
+    so an explicit ``judge_ids`` of the same size is the same embedder."""
+    from evaluators.identity import synth_embedder as se
+
+    ds = DATASETS.create("synthfaces", resolution=32, n_train_ids=50, n_test_ids=8, images_per_id=2)
+    default = se.SynthEmbedderConfig()
+    assert se.resolved_judge_ids(ds, default) == 640
+    assert se.resolved_judge_ids(ds, se.SynthEmbedderConfig(judge_ids_per_train_id=1.6)) == 80
+    assert se.cache_key(ds, default) == se.cache_key(ds, se.SynthEmbedderConfig(judge_ids=640))
+    assert se.cache_key(ds, default) != se.cache_key(ds, se.SynthEmbedderConfig(judge_ids=80))
