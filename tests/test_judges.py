@@ -79,6 +79,15 @@ def test_judge_set_labels_what_is_rendered(small_set):
     assert torch.equal(d.params[0], d.params[3]) and not torch.equal(d.params[0], d.params[4])
 
 
+def test_judge_renders_do_not_depend_on_the_render_batch(small_set):
+    """The render batch is a speed knob, not part of the cache key: another batch size must give the
+    same bytes (images, pairs, labels)."""
+    ds, d = small_set
+    other = render_judge_set(ds, "judge", 12, 4, partial_fraction=0.3, pair_fraction=0.5, batch=7)
+    for field in ("images", "pair_images", "labels", "pair_index"):
+        assert torch.equal(getattr(d, field), getattr(other, field)), field
+
+
 def test_blend_pairs_label_follows_larger_weight(small_set):
     _, d = small_set
     rows = d.pair_index
