@@ -372,8 +372,10 @@ def load_judge_renders(dataset: FaceDataset, config: SynthEmbedderConfig) -> _Lo
         identity = torch.cat([identity, d.identity[d.pair_index]])
         params = torch.cat([params, d.params[d.pair_index].float()])
         index = torch.cat([index, d.pair_index])
-    x = resize_square(images.float() / 127.5 - 1, config.image_size)
-    images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if images.shape[-2:] != (config.image_size, config.image_size):  # at the render size the uint8s are kept
+        # (a float copy of the default 71,000 renders would be 3.5 GB, and the round trip gives the same bytes)
+        x = resize_square(_to_float(images), config.image_size)
+        images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return _Loaded(images, identity, params, index)
 
 
