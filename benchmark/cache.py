@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from benchmark.assets import sha256_file
 
@@ -41,6 +41,18 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 T = TypeVar("T")
+
+
+def without_later_defaults(values: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` less every field of ``later`` that holds the value ``later`` gives it.
+
+    ``later`` maps each field added after entries were keyed to the value that was implicit before
+    it existed. Such a field enters a content key only when it differs from that value, so every
+    entry made before it (which behaved as that value does) keeps its key. The one mechanism for
+    this in the code base: the classifier's and the identity embedder's configs, the editors'
+    ``option(added_later=True)`` and InterFaceGAN's labeller spec all go through it.
+    """
+    return {k: v for k, v in values.items() if not (k in later and v == later[k])}
 
 
 class CacheCorruptError(RuntimeError):

@@ -103,14 +103,10 @@ class EditorOptions:
     def hashed(self) -> dict[str, Any]:
         """The options that change what a fit produces (runtime fields and the preset name left out:
         the preset's values are already in the other fields)."""
-        out = {}
-        for f in fields(self):
-            if f.metadata.get("runtime") or f.name == "preset":
-                continue
-            if f.metadata.get("added_later") and getattr(self, f.name) == f.metadata.get("default"):
-                continue
-            out[f.name] = getattr(self, f.name)
-        return out
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if not f.metadata.get("runtime") and f.name != "preset"}
+        later = {f.name: f.metadata.get("default") for f in fields(self) if f.metadata.get("added_later")}
+        return cachelib.without_later_defaults(out, later)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from benchmark.cache import without_later_defaults
 from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, FaceDataset
 
 # Bump when a code change alters what training produces for the same config
@@ -175,8 +176,8 @@ class ClassifierConfig:
 
     def hashed_dict(self) -> dict[str, Any]:
         """The fields that determine the trained weights (call on a ``resolved`` config)."""
-        out = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS
-               and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        out = without_later_defaults({k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS},
+                                     LATER_FIELDS)
         if self.arch == "slim10":
             out["slim_code_version"] = SLIM_CODE_VERSION
         if self.train_data == "train":  # the judge fields change nothing then; old cache keys stay valid

@@ -587,7 +587,7 @@ LATER_FIELDS = {"stem_stride": 1, "readout_max_items": None, "judge_ids_per_trai
 
 
 def _hashed_fields(config: SynthEmbedderConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(config).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    return entries.without_later_defaults(asdict(config), LATER_FIELDS)
 
 
 def cache_key(dataset: FaceDataset, config: SynthEmbedderConfig) -> str:
