@@ -212,28 +212,32 @@ def test_manifest_json_itself_broken_is_an_incomplete_entry(cache):
     assert entries.is_valid(entry)
 
 
-@pytest.mark.parametrize("keyer, config, field, old, new", [
-    ("classifier", "ClassifierConfig", "width", None, 32),
-    ("classifier", "ClassifierConfig", "train_degrade_prob", 0.0, 0.5),
-    ("embedder", "SynthEmbedderConfig", "stem_stride", 1, 2),
-    ("embedder", "SynthEmbedderConfig", "readout_max_items", None, 10000),
-    ("embedder", "SynthEmbedderConfig", "judge_ids_per_train_id", 1.6, 12.8),
-    ("labeller", "LabellerSpec", "degrade_prob", 0.0, 0.3),
-])
-def test_a_field_added_later_enters_its_key_only_when_it_differs_from_the_old_behaviour(keyer, config, field, old, new):
-    """Entries made before a field existed behaved as its old value: at that value the field is in
-    no key (so they keep theirs), at any other it is. One helper (benchmark.cache) serves every keyer."""
-    from dataclasses import replace
-
+def _later_field_keyers() -> dict:
+    """Each config that has fields added later, as (its default instance, the function that keys it)."""
     from evaluators.classifier.config import ClassifierConfig
     from evaluators.identity import synth_embedder
     from methods.interfacegan.labeller import LabellerSpec
 
-    keyers = {"classifier": lambda c: c.hashed_dict(), "embedder": synth_embedder._hashed_fields,
-              "labeller": lambda c: c.keyed()}
-    base = {"ClassifierConfig": ClassifierConfig, "SynthEmbedderConfig": synth_embedder.SynthEmbedderConfig,
-            "LabellerSpec": LabellerSpec}[config]()
-    at_old, at_new = keyers[keyer](replace(base, **{field: old})), keyers[keyer](replace(base, **{field: new}))
+    return {"classifier": (ClassifierConfig(), ClassifierConfig.hashed_dict),
+            "embedder": (synth_embedder.SynthEmbedderConfig(), synth_embedder._hashed_fields),
+            "labeller": (LabellerSpec(), LabellerSpec.keyed)}
+
+
+@pytest.mark.parametrize("keyer, field, old, new", [
+    ("classifier", "width", None, 32),
+    ("classifier", "train_degrade_prob", 0.0, 0.5),
+    ("embedder", "stem_stride", 1, 2),
+    ("embedder", "readout_max_items", None, 10000),
+    ("embedder", "judge_ids_per_train_id", 1.6, 12.8),
+    ("labeller", "degrade_prob", 0.0, 0.3),
+])
+def test_a_field_added_later_enters_its_key_only_when_it_differs_from_the_old_behaviour(keyer, field, old, new):
+    """Entries made before a field existed behaved as its old value: at that value the field is in
+    no key (so they keep theirs), at any other it is. One helper (benchmark.cache) serves every keyer."""
+    from dataclasses import replace
+
+    base, key = _later_field_keyers()[keyer]
+    at_old, at_new = key(replace(base, **{field: old})), key(replace(base, **{field: new}))
     assert field not in at_old
     assert at_new[field] == new
     assert {k: v for k, v in at_new.items() if k != field} == at_old
