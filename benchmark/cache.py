@@ -48,9 +48,11 @@ def without_later_defaults(values: Mapping[str, Any], later: Mapping[str, Any]) 
 
     ``later`` maps each field added after entries were keyed to the value that was implicit before
     it existed. Such a field enters a content key only when it differs from that value, so every
-    entry made before it (which behaved as that value does) keeps its key. The one mechanism for
-    this in the code base: the classifier's and the identity embedder's configs, the editors'
-    ``option(added_later=True)`` and InterFaceGAN's labeller spec all go through it.
+    entry made before it (which behaved as that value does) keeps its key. The classifier's and
+    the identity embedder's configs and the editors' ``option(added_later=True)`` go through it.
+    InterFaceGAN's ``LabellerSpec.keyed`` does the same by hand and stays so: editing a file of
+    the editor's package changes its source hash, and every shipped InterFaceGAN fit would then
+    warn that it was made by other source (tests pin that it keys the same way).
     """
     return {k: v for k, v in values.items() if not (k in later and v == later[k])}
 

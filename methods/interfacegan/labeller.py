@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 
-from benchmark.cache import without_later_defaults
 from benchmark.data.base import DataError, FaceDataset, FaceSplit
 
 LABELLER_DIR = "labeller"
@@ -109,7 +108,10 @@ class LabellerSpec:
     def keyed(self) -> dict[str, Any]:
         """What enters the labeller stage's key: the fields, ``degrade_prob`` only when on (it came later,
         and the labellers trained before it keep their keys)."""
-        return without_later_defaults(asdict(self), {"degrade_prob": 0.0})
+        out = asdict(self)
+        if not self.degrade_prob:
+            out.pop("degrade_prob")
+        return out
 
 
 def judge_classifier_dir(dataset: FaceDataset) -> Path:
