@@ -264,3 +264,22 @@ def test_default_identity_judge_anchors(tmp_path, monkeypatch):
     half = next(r["id_cos"] for r in rows if r["kind"] == "blend_mean" and r["level"] == 0.5)
     assert other <= 0.3, other
     assert half < min(r["id_cos"] for r in cf) - 0.05, (half, cf)
+
+
+def test_oracle_misses_agree_with_attr_success_and_rank_visibility(tmp_path, monkeypatch):
+    """``sanity.oracle_misses`` (docs/classifier.md's miss table) counts exactly the counterfactuals the
+    ``attributes`` evaluator scores as failures, and ranks each miss's pixel change among its direction's."""
+    from evaluators import sanity
+    from evaluators.reference_judges import ENV
+
+    monkeypatch.setenv("FACEEDIT_CACHE", str(tmp_path))
+    monkeypatch.setenv(ENV, "1")
+    ds = SynthFaces(resolution=64)
+    rows = sanity.oracle_misses(ds, ["Pale_Skin"], n=120)
+    share = sanity.attribute_share_sweep(ds, ["Pale_Skin"], n=120, levels=(1.0,))
+    for r in rows:
+        s = next(x for x in share if (x["attribute"], x["direction"]) == (r["attribute"], r["direction"]))
+        assert r["misses"] == round((1 - s["attr_success"]) * r["n"]), (r, s)
+        assert len(r["miss_percentiles"]) == r["misses"] == len(r["miss_changes"])
+        assert all(0 <= p <= 1 for p in r["miss_percentiles"]) and r["change_median"] > 0
+    assert sum(r["misses"] for r in rows) > 0  # the sample holds misses (Pale_Skin 1->0), so the check above bites
