@@ -12,6 +12,9 @@ for a network's output instead of calling the network, and it calls the network 
 * ``memo.run(model, kind, "edited", fn)``: ``fn(edited images)``, kept for this batch-direction, so
   the second evaluator asking gets the first one's tensor.  Where the edited images *are* the source
   images (bit for bit) it is the source's output;
+* ``memo.source_rows(model, kind, fn)``: ``fn(source images)`` kept per source IMAGE, so every cell
+  and direction of the run shares it; only for an ``fn`` that is batch-invariant bit for bit (dlib's
+  alignment and descriptor; see the exactness note below for why the others are kept per batch);
 * ``memo.quantised()``: the edited images through the 8-bit quantisation (``to_uint8``) the FID
   features see, and whether that changed anything (an editor whose output is already 8-bit exact,
   like the oracle and the no-op editor, lets FID reuse the classifier pass of ``attributes``).
@@ -28,7 +31,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
@@ -65,7 +68,8 @@ class _SourceOutputs:
 
 _SOURCE: "weakref.WeakKeyDictionary[Any, _SourceOutputs]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
-stats = {"source_hits": 0, "source_misses": 0, "edited_hits": 0, "edited_misses": 0, "edited_is_source": 0}
+stats = {"source_hits": 0, "source_misses": 0, "edited_hits": 0, "edited_misses": 0, "edited_is_source": 0,
+         "row_hits": 0, "row_misses": 0}
 
 
 def clear() -> None:
@@ -152,6 +156,32 @@ class JudgeMemo:
         self._edited[key] = out
         self._edited_models.append(model)
         return out
+
+    def source_rows(self, model: Any, kind: str, fn: Callable[[torch.Tensor], Sequence[Any]]) -> list[Any]:
+        """``fn(source images)`` image by image: each source image of the split is computed once per
+        process, whatever batch, direction or cell asks, and only the missing ones are computed.
+
+        Only for an ``fn`` whose item for an image does not depend on the other images of its batch (bit
+        for bit: dlib's detector and descriptor, tested); ``run`` keeps whole batches for the networks
+        whose outputs do.  ``fn`` returns one item per image.  Returns the items in batch order."""
+        table = _source_outputs(model)
+        keys = [(self.split_token, kind, "row", i) for i in self.index.tolist()]
+        with _LOCK:
+            got = [table.get(k) for k in keys]
+        missing = [j for j, hit in enumerate(got) if hit is None]
+        stats["row_hits"] += len(keys) - len(missing)
+        stats["row_misses"] += len(missing)
+        if missing:
+            sel = torch.tensor(missing, dtype=torch.long)
+            with torch.inference_mode():
+                items = list(fn(self.source[sel.to(self.source.device)]))
+            if len(items) != len(missing):
+                raise ValueError(f"{kind}: fn returned {len(items)} items for {len(missing)} images")
+            with _LOCK:
+                for j, item in zip(missing, items):
+                    table.put(keys[j], item, 1)
+                    got[j] = (item, 1)
+        return [hit[0] for hit in got]
 
     def _run_source(self, model: Any, kind: str, fn: Callable[[torch.Tensor], Any]) -> Any:
         table = _source_outputs(model)

@@ -198,9 +198,15 @@ def test_cell_rows_identical_with_and_without_caches(tmp_path, cache_dir):
 
 
 def test_noop_editor_rows_identical_with_the_source_outputs(tmp_path, cache_dir):
-    """The no-op editor's edits are its sources: scored from the source outputs, to the same values."""
-    _compare(tmp_path, ["identity"], ["attributes", "id_synth"], warm=True)
+    """The no-op editor's edits are its sources: scored from the source outputs, to the same values
+    (dlib's too, kept per source image: ``JudgeMemo.source_rows``)."""
+    import importlib.util
+
+    dlib = importlib.util.find_spec("dlib") is not None
+    _compare(tmp_path, ["identity"], ["attributes", "id_synth"] + (["id_dlib"] if dlib else []), warm=True)
     assert judging.stats["edited_is_source"] > 0
+    if dlib:  # the two cached runs of the cell: the second aligned and embedded no source face again
+        assert judging.stats["row_misses"] == 24 and judging.stats["row_hits"] == 24
 
 
 @pytest.mark.slow

@@ -136,6 +136,42 @@ def test_dlib_evaluator_self_mild_edit_and_batch_invariance(faces, dlib_embedder
     assert results[0]["id_cos_dlib_resnet_v1"] < 1.0
 
 
+def test_dlib_source_rows_are_batch_invariant_and_the_memo_changes_no_number(faces, dlib_embedder):
+    """``DlibEmbedder.batch_invariant``: a face's alignment and embedding are the same bit for bit alone or
+    in a batch, so ``id_dlib`` keeps each source image's once per run (``JudgeMemo.source_rows``).  Two
+    cells with different directions and edits score exactly what the direct calls score; the second cell
+    and the no-op compute no source row again, and the no-op no edited embedding."""
+    from evaluators import judging
+    from evaluators.judging import JudgeMemo
+
+    images, _, _ = faces
+    src = images[:6]
+    together = dlib_embedder.align_and_embed(src)
+    alone = [dlib_embedder.align_and_embed(src[i:i + 1])[0] for i in range(len(src))]
+    assert all(a[1] == b[1] and torch.equal(a[2], b[2]) for a, b in zip(together, alone))
+
+    judging.clear()
+    token, index = ("dlib-test", "test"), torch.arange(len(src))
+    edits = {"brighter": (src + 0.08).clamp(-1, 1), "blurred": F.avg_pool2d(src, 3, 1, 1), "no-op": src.clone()}
+    directions = {"brighter": torch.tensor([1, 0, 1, 1, 0, 0], dtype=torch.bool),
+                  "blurred": torch.tensor([0, 0, 1, 1, 1, 0], dtype=torch.bool),
+                  "no-op": torch.tensor([1, 1, 1, 0, 0, 0], dtype=torch.bool)}
+    for name, edited in edits.items():
+        memo = JudgeMemo(src, edited, index, token)
+        for sel in (directions[name], ~directions[name]):
+            direct, memoised = EVALUATORS.create("id_dlib", _ctx()), EVALUATORS.create("id_dlib", _ctx())
+            want = _run(direct, src[sel], edited[sel], batch=6)
+            memoised.reset()
+            n = int(sel.sum())
+            memoised.update(src[sel], edited[sel], torch.zeros(n, 1), torch.ones(n), judge_memo=memo.select(sel))
+            got = memoised.finalize()
+            assert got == want, (name, got, want)
+    assert judging.stats["row_misses"] == len(src)  # every source face aligned and embedded once
+    assert judging.stats["row_hits"] == 2 * len(src)
+    assert judging.stats["edited_is_source"] == 0  # source_rows asked no edited output of the memo
+    judging.clear()
+
+
 def test_dlib_no_face_falls_back_and_is_counted(dlib_embedder):
     flat = torch.zeros(2, 3, 64, 64)  # a grey square: no face
     ev = EVALUATORS.create("id_dlib", _ctx())

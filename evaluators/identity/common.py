@@ -17,7 +17,7 @@ crop / landmark set) and *encode* (turn the aligned crop into an embedding).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -79,7 +79,14 @@ def centre_box(height: int, width: int, box: tuple[float, float, float, float]) 
 
 
 class AlignedEmbedder(ABC):
-    """Align, then encode.  Subclasses implement ``detect`` and ``embed_aligned``."""
+    """Align, then encode.  Subclasses implement ``detect`` and ``embed_aligned``.
+
+    ``batch_invariant``: True when an image's alignment and embedding do not depend on the other
+    images of its batch (bit for bit; a test checks it).  Then the evaluators keep each source image's
+    alignment and embedding once per run (``JudgeMemo.source_rows``) instead of once per cell.
+    """
+
+    batch_invariant: ClassVar[bool] = False
 
     @abstractmethod
     def detect(self, images: torch.Tensor) -> tuple[list[Any], torch.Tensor]:
@@ -94,6 +101,13 @@ class AlignedEmbedder(ABC):
         check_images(images)
         alignments, detected = self.detect(images)
         return self.embed_aligned(images, alignments), detected
+
+    def align_and_embed(self, images: torch.Tensor) -> list[tuple[Any, bool, torch.Tensor]]:
+        """Per image (its own alignment, whether a face was found, its embedding): what a source image
+        contributes to every pair it is in."""
+        alignments, detected = self.detect(images)
+        emb = self.embed_aligned(images, alignments)
+        return [(a, bool(d), e) for a, d, e in zip(alignments, detected.tolist(), emb)]
 
     def embed_pairs(self, source: torch.Tensor, edited: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(source embeddings, edited embeddings, detected) with the source's alignment used for both."""

@@ -85,6 +85,10 @@ def model_dir() -> Path:
 class DlibEmbedder(AlignedEmbedder):
     """Frontal detector + 5-point landmarks + face chip + ResNet descriptor (128-d)."""
 
+    # detection runs image by image and dlib's descriptor does not depend on its batch (tested bit for
+    # bit in tests/test_identity_dlib.py), so a source image's alignment and embedding can be kept per image
+    batch_invariant = True
+
     def __init__(self, device: torch.device | str = "cpu"):
         dlib = _import_dlib()
         models = model_dir()
