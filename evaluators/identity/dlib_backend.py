@@ -86,7 +86,7 @@ class DlibEmbedder(AlignedEmbedder):
     """Frontal detector + 5-point landmarks + face chip + ResNet descriptor (128-d)."""
 
     # detection runs image by image and dlib's descriptor does not depend on its batch (tested bit for
-    # bit in tests/test_identity_dlib.py), so a source image's alignment and embedding can be kept per image
+    # bit in tests/test_identity.py), so a source image's alignment and embedding can be kept per image
     batch_invariant = True
 
     def __init__(self, device: torch.device | str = "cpu"):
