@@ -128,6 +128,17 @@ def identity_sweeps(dataset: Any, options: dict | None = None, n: int = 96, devi
     return rows
 
 
+def _directions(labels: torch.Tensor, col: int, n: int | None) -> list[tuple[int, torch.Tensor]]:
+    """(target value, the first ``n`` test indices that carry the other value; ``None``: all) for each
+    target of attribute column ``col`` that has any such image: the images an edit to it starts from."""
+    out = []
+    for t in (0, 1):
+        idx = torch.nonzero(labels[:, col] != t).flatten()[:n]
+        if len(idx):
+            out.append((t, idx))
+    return out
+
+
 def counterfactual_identity(dataset: Any, attributes: Iterable[str], options: dict | None = None,
                             n: int = 96, device: str = "cpu") -> list[dict]:
     """Rows {attribute, direction, n, id_cos, id_param_err}: ``id_synth`` on the exact counterfactuals."""
@@ -139,10 +150,7 @@ def counterfactual_identity(dataset: Any, attributes: Iterable[str], options: di
     for attribute in attributes:
         col = dataset.attribute_index(attribute)
         ev = None
-        for t in (0, 1):
-            idx = torch.nonzero(labels_all[:, col] != t).flatten()[:n]
-            if not len(idx):
-                continue
+        for t, idx in _directions(labels_all, col, n):
             ev = ev or SynthIdentityEvaluator(EvalContext(dataset, attribute, t, torch.device(device)),
                                               **(options or {}))
             tgt = torch.full((len(idx),), float(t))
@@ -162,10 +170,7 @@ def attribute_share_sweep(dataset: Any, attributes: Iterable[str], options: dict
     rows = []
     for attribute in attributes:
         col = dataset.attribute_index(attribute)
-        for t in (0, 1):
-            idx = torch.nonzero(labels_all[:, col] != t).flatten()[:n]
-            if not len(idx):
-                continue
+        for t, idx in _directions(labels_all, col, n):
             ev = AttributeEvaluator(EvalContext(dataset, attribute, t, torch.device(device)), **(options or {}))
             tgt = torch.full((len(idx),), float(t))
             x = test.images(idx)
@@ -201,10 +206,7 @@ def oracle_misses(dataset: Any, attributes: Iterable[str], options: dict | None 
     for attribute in attributes:
         col = dataset.attribute_index(attribute)
         clf = shared_classifier(EvalContext(dataset, attribute, 1, torch.device(device)), options, True)
-        for t in (0, 1):
-            idx = torch.nonzero(labels_all[:, col] != t).flatten()[:n]  # n None: every one
-            if not len(idx):
-                continue
+        for t, idx in _directions(labels_all, col, n):
             wrong, change = [], []
             for s in range(0, len(idx), batch):
                 i = idx[s:s + batch]
