@@ -518,3 +518,30 @@ def test_short_synthfaces_training_beats_the_noop(tmp_path):
     recon = success(ed.edit(x, "Eyeglasses", target, strength=0.0))
     assert noop < 0.1
     assert edit > noop + 0.4 and edit > recon + 0.3, (noop, edit, recon)
+
+
+def test_the_arc_degree_path_of_the_experiment_script_ends_where_the_line_does():
+    """scripts/l2mgan_degree_path.py (README's "spherical degree path"): same end points as the published
+    line, the relevant code's length linear in d, and on the great circle through s_re and s̃_re."""
+    import importlib.util
+    from pathlib import Path
+
+    from methods.l2mgan.networks.style_encoder import StyleCodes
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "l2mgan_degree_path.py"
+    spec = importlib.util.spec_from_file_location("l2mgan_degree_path", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    g = torch.Generator().manual_seed(0)
+    s, s_un, b = (torch.randn(5, 16, generator=g) for _ in range(3))
+    codes = StyleCodes(s, s_un, s - s_un, b)
+    for d in (0.0, 1.0):
+        assert torch.allclose(script.arc_edited(codes, d), codes.edited(d), atol=1e-5)
+    na, nb = codes.s_re.norm(dim=1), b.norm(dim=1)
+    mid = script.arc_edited(codes, 0.5) - s_un
+    assert torch.allclose(mid.norm(dim=1), (na + nb) / 2, atol=1e-5)
+    assert bool((mid.norm(dim=1) >= codes.edited(0.5).sub(s_un).norm(dim=1) - 1e-6).all())  # the line's is shorter
+    # in the plane of s_re and s̃_re: nothing is left after projecting onto it
+    basis, _ = torch.linalg.qr(torch.stack([codes.s_re, b], dim=2))
+    resid = mid - (basis @ (basis.transpose(1, 2) @ mid[:, :, None]))[:, :, 0]
+    assert resid.abs().max() < 1e-4
