@@ -21,8 +21,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # The whole suite runs on one torch thread, whatever file runs first or alone.  The small judges and
 # fits the tests train depend on the thread count (float reductions split across threads), so a test
-# run on its own must see the thread count the full suite sees; several test modules also set it at
-# import, which made the count depend on which files were collected.
+# run on its own must see the thread count the full suite sees (it used to be set by two test modules
+# at import, so the count depended on which files were collected).
 torch.set_num_threads(1)
 
 

@@ -22,7 +22,6 @@ from methods.interfacegan.official.pggan import PGGANGenerator, normalize_z, pix
 from methods.interfacegan.official.stylegan import (Epilogue, MappingNetwork, StyleGANGenerator, Truncation, UpBlock,
                                                     fused_upconv, instance_norm, stylegan_num_layers)
 
-torch.set_num_threads(1)
 
 CH_1024 = [512, 512, 512, 512, 512, 256, 128, 64, 32, 16]  # genforce _RESOLUTIONS_TO_CHANNELS[1024]
 

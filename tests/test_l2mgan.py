@@ -26,7 +26,6 @@ from methods.l2mgan.networks.fan import _shift, preprocess
 from methods.l2mgan.train import L2MGANOptions, Trainer, augment
 from methods.training import FitContext, OptionsError, load_safetensors, save_safetensors
 
-torch.set_num_threads(1)
 
 
 def small_nets(img: int = 32, w_hpf: float = 0.0, dim_in: int = 8, style_dim: int = 16):
