@@ -12,7 +12,7 @@ labels, so each sample's direction is the **judge's reading of its source** (0 â
 ``attr_preserve`` (mean agreement of the other attributes with the source's reading), as in the grid.
 The judge only grades here: the editor was fitted with its own labeller (``labeller`` stage).
 
-    python -m evaluators.gan_samples --config configs/default.yaml --n 2000 [--strengths 1 2] [key=value ...]
+    python -m evaluators.gan_samples --config configs/default.yaml --n 2000 [--strengths 1 2] [--grid DIR] [key=value ...]
 
 Streams in batches (memory does not grow with ``n``); writes a JSON with ``--out``.
 """
@@ -107,6 +107,32 @@ def score_sample_edits(editor: Any, judge: Any, attribute: str, n: int, strength
     return score
 
 
+@torch.no_grad()
+def sample_edit_grid(editor: Any, k: int = 8, strength: float = 1.0, seed: int = 0,
+                     size: int | None = None) -> torch.Tensor:
+    """The first ``k`` samples of ``score_sample_edits``' draw as three rows: source, edited to 1, edited to 0.
+
+    Why: a success rate on GAN samples says nothing about *what* the boundary changes (a smile, or
+    the whole face); this is the picture to look at beside the number.  Both targets are shown for
+    every sample, so a reader also sees what "editing" a sample that already has the attribute does.
+    Returns a [3k, 3, H, W] batch in [-1, 1], rows in that order (``torchvision``'s ``make_grid``
+    with ``nrow=k`` lays it out).
+    """
+    codes = editor.sample_codes(k, seed=seed)
+    rows = [editor.synthesize(codes, size)]
+    for t in (1.0, 0.0):
+        target = torch.full((k,), t, dtype=codes.dtype, device=codes.device)
+        rows.append(editor.synthesize(editor.edit_codes(codes, target, strength), size))
+    return torch.cat(rows).clamp(-1, 1)
+
+
+def _save_grid(images: torch.Tensor, k: int, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image((images + 1) / 2, path, nrow=k, padding=1)
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m evaluators.gan_samples", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/default.yaml", help="the grid config whose dataset, fits and judge are used")
@@ -117,6 +143,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--device", default=None, help="torch device (default: the config's)")
     p.add_argument("--out", default=None, help="write every summary as JSON here")
+    p.add_argument("--grid", default=None, metavar="DIR",
+                   help="also save DIR/gan_samples_<attribute>_s<strength>.png: the first 8 samples, edited to 1 and to 0")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value, as for run_benchmark.py")
     return p.parse_args(argv)
 
@@ -145,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                                              size=runner.dataset.resolution).summary(judge.tag)
                 summary["fit_key"] = runner.fit_keys.get((a.method, attr, cfg.seeds[0]))
                 out.append(summary)
+                if a.grid:
+                    _save_grid(sample_edit_grid(editor, 8, s, a.seed, runner.dataset.resolution), 8,
+                               Path(a.grid) / f"gan_samples_{attr}_s{s:g}.png")
                 d = summary["directions"]
                 print(f"{a.method} {attr:<11} strength {s:g}: 0->1 {_fmt(d['0->1'])}  1->0 {_fmt(d['1->0'])}  "
                       f"(sources positive {summary['source_positive_rate']:.3f}, n {summary['n']})", flush=True)

@@ -447,7 +447,7 @@ def test_inverted_codes_are_kept_on_disk_for_the_next_process(pipeline, monkeypa
 def test_own_sample_edits_are_scored_per_direction_the_reader_sees(pipeline):
     """evaluators.gan_samples on the pipeline's GAN; the reader is the editor's own labeller (a real
     classifier with the judge's interface; in a run the judge reads, never the labeller)."""
-    from evaluators.gan_samples import score_sample_edits
+    from evaluators.gan_samples import sample_edit_grid, score_sample_edits
     from methods.interfacegan.labeller import load_labeller
 
     ed = pipeline["editors"]["Smiling"]
@@ -466,5 +466,10 @@ def test_own_sample_edits_are_scored_per_direction_the_reader_sees(pipeline):
     assert summary["protocol"] == f"gan_samples_{reader.tag}" and summary["n"] == 40
     with pytest.raises(KeyError, match="does not score"):
         score_sample_edits(ed, reader, "Not_An_Attribute", n=4)
+    grid = sample_edit_grid(ed, k=5, strength=3.0, size=32)
+    assert grid.shape == (15, 3, 32, 32)
+    assert torch.equal(ed.sample_codes(40, seed=0)[:5], ed.sample_codes(5, seed=0))  # the scored draw's first 5
+    assert torch.equal(grid[:5], ed.synthesize(ed.sample_codes(5, seed=0), 32).clamp(-1, 1))  # row 1: the sources
+    assert not torch.allclose(grid[5:10], grid[10:])  # the two targets move the samples apart
     with pytest.raises(TypeError, match="latent editor"):
         score_sample_edits(object(), reader, "Smiling", n=4)
