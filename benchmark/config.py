@@ -61,6 +61,9 @@ class FitsConfig:
     sample_every: int = 1000  # steps between sample grids (fakes<step>.png); 0: only at the end
     checkpoint_every: int = 500  # steps between resumable checkpoints (also on SIGTERM and at the end)
     fit_only: bool = False  # train/resolve every fit of the grid, evaluate nothing
+    # keep each trained stage's last checkpoint (every registered object: critics, optimisers, EMA, RNG) as
+    # <entry>.state.pt beside its cache entry; a fit keeps only what editing needs (docs/training.md)
+    keep_state: bool = False
 
 
 @dataclass

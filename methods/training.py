@@ -597,6 +597,7 @@ class FitContext:
         self.device = torch.device(device)
         self.fits = dict(fits or {})
         self.use_reference = bool(self.fits.get("reference", True))
+        self.keep_state = bool(self.fits.get("keep_state", False))
         self.budget = budget
         self.budget_minutes = budget_minutes if budget_minutes is not None else getattr(budget, "minutes", None)
         self.show_progress = show_progress
@@ -776,11 +777,25 @@ class FitContext:
                 for f in fakes:
                     shutil.copy2(f, tmp / "fakes" / f.name)
             (tmp / PROVENANCE).write_text(json.dumps(prov, indent=1, sort_keys=True, default=str) + "\n")
+        if self.keep_state:
+            self._keep_state(tc, final)
         shutil.rmtree(work, ignore_errors=True)
         rec = StageRecord(self.method, name, key, attr, "trained", str(final), tc.total_steps, round(tc.seconds, 2),
                           str(self.device), tc.final_stats, prov["source_hash"], True, seed=self.seed)
         self._emit(rec)
         return final
+
+    @staticmethod
+    def _keep_state(tc: TrainContext, final: Path) -> None:
+        """``fits.keep_state``: move the stage's last checkpoint to ``<entry>.state.pt``.
+
+        Why: a finished fit keeps only what editing needs (SaGAN's G, not its critic D), and reading
+        the critic (scripts/sagan_critic_probe.py) or continuing the schedule needs the rest.  Outside
+        the entry, so the entry's manifest and the shipped fits are the same with or without it.
+        """
+        ckpts = tc._checkpoints()
+        if ckpts:
+            os.replace(ckpts[-1], final.with_name(final.name + ".state.pt"))
 
     @property
     def fit_key(self) -> str:

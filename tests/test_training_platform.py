@@ -424,3 +424,20 @@ def test_an_option_added_later_keys_fits_only_when_set():
     assert Old().hashed() == {k: v for k, v in New().hashed().items() if k != "tau"}
     assert "warmup" not in New().hashed() and New(warmup=3).hashed()["warmup"] == 3
     assert New().hashed()["tau"] == 1.0
+
+
+def test_keep_state_keeps_the_last_checkpoint_beside_the_entry(tmp_path):
+    """``fits.keep_state``: the final checkpoint (all registered objects, the last step) survives next to
+    the entry, loadable with weights_only; the entry's weights are the same as without it; off by default."""
+    plain = fit_once(tmp_path / "a")
+    kept = fit_once(tmp_path / "b", fits={"keep_state": True})
+    for rec_plain, rec_kept in zip(plain.fit_context.records, kept.fit_context.records):
+        entry, entry_kept = Path(rec_plain.path), Path(rec_kept.path)
+        assert not entry.with_name(entry.name + ".state.pt").exists()
+        state = torch.load(entry_kept.with_name(entry_kept.name + ".state.pt"), map_location="cpu", weights_only=True)
+        assert state["step"] == rec_kept.steps and state["objects"]
+        assert not entry_kept.with_name(entry_kept.name + ".work").exists()
+        a, b = cachelib.verify_entry(entry)["files"], cachelib.verify_entry(entry_kept)["files"]
+        timed = {"provenance.json", "stats.jsonl"}  # wall-clock seconds in both
+        assert {k: v["sha256"] for k, v in a.items() if k not in timed} == \
+            {k: v["sha256"] for k, v in b.items() if k not in timed}
