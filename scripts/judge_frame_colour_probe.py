@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-PALETTES: dict[str, list[tuple[float, float, float]]] = {
-    "shipped (black, brown, grey, navy)": [],  # filled from the renderer at run time
+# frame palettes the renderer does not draw (its own, ``render.GLASSES_STOPS``, is read first)
+OFF_PALETTES: dict[str, list[tuple[float, float, float]]] = {
     "gold": [(0.80, 0.62, 0.20), (0.88, 0.72, 0.30), (0.92, 0.80, 0.40), (0.85, 0.66, 0.25)],
     "pale yellow": [(0.90, 0.85, 0.55), (0.95, 0.90, 0.60), (0.92, 0.88, 0.65), (0.88, 0.82, 0.50)],
     "orange": [(0.85, 0.45, 0.15), (0.90, 0.55, 0.20), (0.80, 0.40, 0.10), (0.88, 0.50, 0.18)],
@@ -57,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ja = judge.attribute_names.index("Eyeglasses")
     idx = torch.arange(min(a.n, len(split)))
     shipped = list(render.GLASSES_STOPS)
-    PALETTES["shipped (black, brown, grey, navy)"] = shipped
     out = {}
     try:
-        for name, stops in PALETTES.items():
+        for name, stops in {"shipped (black, brown, grey, navy)": shipped, **OFF_PALETTES}.items():
             render.GLASSES_STOPS[:] = stops
             params = split.params.gather(idx)
             params["Eyeglasses"] = torch.ones(len(idx))

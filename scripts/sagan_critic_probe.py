@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +46,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class Tally:
-    """Integer counts of one direction, so the rates do not depend on batching."""
+    """Running sums of one direction (counts, and sums of per-image scores), so the rates do not depend on batching."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -58,11 +57,6 @@ class Tally:
 
     def rates(self) -> dict[str, float]:
         return {k: round(v / self.n, 4) for k, v in self.c.items()} | {"n": self.n}
-
-
-def _fit_to(x: torch.Tensor, res: int) -> torch.Tensor:
-    return x if x.shape[-1] == res else F.interpolate(x, size=(res, res), mode="bilinear", antialias=True,
-                                                      align_corners=False)
 
 
 @torch.no_grad()
@@ -86,7 +80,7 @@ def probe(G: Any, D: Any, judge_predict: Callable[[torch.Tensor], torch.Tensor],
         j_edit = judge_predict(edited.clamp(-1, 1)).to(x.device).float()
         cf = split.counterfactuals(batch["index"], attr, target.cpu().long())
         region = split.region_masks(batch["index"], attr)
-        cf_out = D(_fit_to(cf.to(x.device), G.resolution)) if cf is not None else None
+        cf_out = D(cf.to(x.device)) if cf is not None else None  # same resolution as x (checked above)
         for t in (0, 1):
             sel = target == t
             if not bool(sel.any()):
@@ -107,7 +101,7 @@ def probe(G: Any, D: Any, judge_predict: Callable[[torch.Tensor], torch.Tensor],
                 tl.add("D_success_on_counterfactual", ((cf_out[1] > 0).float() == t)[sel])
                 tl.add("D_src_counterfactual_mean", cf_out[0].flatten(1).mean(1)[sel])
             if region is not None:
-                r = _fit_to(region.to(x.device).float(), G.resolution)
+                r = region.to(x.device).float()
                 tl.add("mask_mean_in_region", ((mask * r).flatten(1).sum(1) / r.flatten(1).sum(1).clamp_min(1e-6))[sel])
     return tallies
 

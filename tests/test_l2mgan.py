@@ -522,15 +522,10 @@ def test_short_synthfaces_training_beats_the_noop(tmp_path):
 def test_the_arc_degree_path_of_the_experiment_script_ends_where_the_line_does():
     """scripts/l2mgan_degree_path.py (README's "spherical degree path"): same end points as the published
     line, the relevant code's length linear in d, and on the great circle through s_re and s̃_re."""
-    import importlib.util
-    from pathlib import Path
-
     from methods.l2mgan.networks.style_encoder import StyleCodes
+    from tests.script_loader import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "l2mgan_degree_path.py"
-    spec = importlib.util.spec_from_file_location("l2mgan_degree_path", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("l2mgan_degree_path")
     g = torch.Generator().manual_seed(0)
     s, s_un, b = (torch.randn(5, 16, generator=g) for _ in range(3))
     codes = StyleCodes(s, s_un, s - s_un, b)

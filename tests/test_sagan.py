@@ -335,24 +335,15 @@ def test_short_32px_training_beats_the_noop_on_attr_success(tmp_path: Path) -> N
     assert succ[("sagan", "mean")] > succ[("identity", "mean")] + 0.1
 
 
-def _critic_probe_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "sagan_critic_probe.py"
-    spec = importlib.util.spec_from_file_location("sagan_critic_probe", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def test_critic_probe_reads_the_grids_edits_and_tallies_both_readers(tmp_path: Path) -> None:
     """scripts/sagan_critic_probe.py (README: "G satisfies its critic, not the judge"): the judge reads the
     very images ``SaGANEditor.edit`` returns; with D's own head as the judge the readings agree exactly, with
     the opposite reading they disagree wherever D is satisfied; every image lands in its label's direction."""
     from benchmark.data.base import collate_faces
     from methods.sagan.train import build_networks
+    from tests.script_loader import load_script
 
-    script = _critic_probe_script()
+    script = load_script("sagan_critic_probe")
     ed = _fit(tmp_path)
     G = ed.G.eval()
     _, D = build_networks(32, ed.opts, torch.device("cpu"))
