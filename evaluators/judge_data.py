@@ -13,7 +13,11 @@ what is really rendered:
   band over the eyes is therefore a negative for Eyeglasses;
 * **counterfactual pairs**: for another share, the same image with one attribute flipped is also
   rendered; training blends the two pixel-wise (``blend_pairs``), labelled by the larger weight;
-* **blur, noise, colour casts** (``degrade``): applied at training time, label-preserving, mild.
+* **blur, noise, colour casts** (``degrade``): applied at training time, label-preserving, mild;
+* **recolours** (``recolour_fraction``, the attribute judge only): a share of the images has one
+  attribute it carries among ``render.RECOLOUR_ATTRIBUTES`` (glasses frame, fringe, moustache, beard)
+  drawn in a random colour the renderer's palettes never pick, labelled present: an edit that paints
+  the frames gold has not removed the glasses (docs/metrics.md, "A measured blind spot").
 
 Renders are cached (a ``benchmark.cache`` entry, ``judge_renders/<key>/``) because the renderer is
 the slow part on a CPU (~50 images/s on one busy thread at 64 px) and a set is shared by
@@ -36,13 +40,14 @@ from benchmark import cache as entries
 from benchmark.assets import cache_root
 from benchmark.data.base import DataError, FaceDataset
 from benchmark.data.synthfaces.params import ATTRIBUTE_NAMES, IDENTITY_PARAM_NAMES, sample_judge_split
-from benchmark.data.synthfaces.render import render
+from benchmark.data.synthfaces.render import RECOLOUR_ATTRIBUTES, RECOLOUR_RGB, render
 
 log = logging.getLogger(__name__)
 
 JUDGE_DATA_VERSION = 1  # bump when what a judge render or its label is changes
 CACHE_SUBDIR = "judge_renders"
 GAP = (0.4, 0.6)  # intermediate attribute values never drawn: labels stay unambiguous
+RECOLOUR_MIX = (0.3, 1.0)  # how far a recoloured layer goes from its own colour towards the random one
 
 
 # Judge-set sizes relative to the editors' train identities (SynthFaces' default 1,000 -> 1,600 judge
@@ -98,8 +103,29 @@ def _render_rows(p: dict[str, torch.Tensor], resolution: int, device: torch.devi
     return torch.cat(out) if out else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
 
 
+def _add_recolours(p: dict[str, torch.Tensor], labels: torch.Tensor, gen: torch.Generator, fraction: float) -> int:
+    """Give a ``fraction`` of the rows one carried recolourable attribute in a random colour (``render.recolour``);
+    the labels stay (the attribute is still drawn whole).  Drawn after every other artefact from the same
+    generator, so a set without recolours is the set rendered before they existed.  Returns the rows changed."""
+    n = labels.shape[0]
+    cols = [ATTRIBUTE_NAMES.index(a) for a in RECOLOUR_ATTRIBUTES]
+    # carried: 1 for Bangs / Eyeglasses / Mustache, 0 for No_Beard (the beard is drawn when No_Beard is 0)
+    carried = torch.stack([labels[:, c] < 0.5 if a == "No_Beard" else labels[:, c] > 0.5
+                           for a, c in zip(RECOLOUR_ATTRIBUTES, cols)], dim=1)
+    pick = torch.rand(n, len(cols), generator=gen).masked_fill(~carried, -1.0).argmax(dim=1)
+    chosen = (torch.rand(n, generator=gen) < fraction) & carried.any(dim=1)
+    mix = RECOLOUR_MIX[0] + (RECOLOUR_MIX[1] - RECOLOUR_MIX[0]) * torch.rand(n, generator=gen)
+    colour = torch.rand(n, 3, generator=gen)
+    for j, a in enumerate(RECOLOUR_ATTRIBUTES):
+        p[f"recolour_{a}"] = torch.where(chosen & (pick == j), mix, torch.zeros(n))
+    for j, k in enumerate(RECOLOUR_RGB):
+        p[k] = colour[:, j].clone()
+    return int(chosen.sum())
+
+
 def render_judge_set(dataset: FaceDataset, split: str, n_ids: int, images_per_id: int,
-                     partial_fraction: float, pair_fraction: float, batch: int = 64) -> JudgeData:
+                     partial_fraction: float, pair_fraction: float, batch: int = 64,
+                     recolour_fraction: float = 0.0) -> JudgeData:
     """Render a judge set (no cache; see ``judge_data``).
 
     ``batch`` 64: the renders are bit-identical at any batch size (checked at 32-256), and 64 renders
@@ -122,14 +148,15 @@ def render_judge_set(dataset: FaceDataset, split: str, n_ids: int, images_per_id
     rest = torch.nonzero(~torch.isin(torch.arange(n), partial)).flatten()
     pair_index = rest[torch.rand(len(rest), generator=gen) < pair_fraction]
     pair_attr = torch.randint(0, n_attr, (len(pair_index),), generator=gen)
+    n_recoloured = _add_recolours(p, labels, gen, recolour_fraction) if recolour_fraction > 0 else 0
     t0 = time.time()
     images = _render_rows(p, dataset.resolution, dataset.device, batch)
     q = {k: v[pair_index].clone() for k, v in p.items()}
     for j, a in enumerate(pair_attr.tolist()):
         q[ATTRIBUTE_NAMES[a]][j] = 1.0 - q[ATTRIBUTE_NAMES[a]][j]
     pair_images = _render_rows(q, dataset.resolution, dataset.device, batch)
-    log.info("rendered %d judge images (+%d counterfactual pairs) for %s in %.0f s", n, len(pair_index), split,
-             time.time() - t0)
+    log.info("rendered %d judge images (+%d counterfactual pairs, %d recoloured) for %s in %.0f s", n,
+             len(pair_index), n_recoloured, split, time.time() - t0)
     params = (sp.latent[sp.person] - 0.5) * math.sqrt(12.0)
     return JudgeData(images, labels, sp.identity.clone(), params, pair_index, pair_attr, pair_images)
 
@@ -138,17 +165,20 @@ _FIELDS = ("images", "labels", "identity", "params", "pair_index", "pair_attr", 
 
 
 def judge_data(dataset: FaceDataset, split: str, n_ids: int, images_per_id: int,
-               partial_fraction: float = 0.25, pair_fraction: float = 0.15) -> JudgeData:
+               partial_fraction: float = 0.25, pair_fraction: float = 0.15, recolour_fraction: float = 0.0) -> JudgeData:
     """The cached judge set of ``dataset`` (rendered once per content key, shared by the judges that ask for it)."""
     from safetensors.torch import load_file, save_file
 
     payload = {"dataset": dataset.fingerprint(), "split": split, "n_ids": n_ids, "images_per_id": images_per_id,
                "partial": partial_fraction, "pair": pair_fraction, "version": JUDGE_DATA_VERSION}
+    if recolour_fraction > 0:  # keyed only when on: the sets rendered before recolours keep their keys
+        payload["recolour"] = recolour_fraction
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
     final = cache_root() / CACHE_SUBDIR / key
 
     def build(tmp: Path) -> None:
-        d = render_judge_set(dataset, split, n_ids, images_per_id, partial_fraction, pair_fraction)
+        d = render_judge_set(dataset, split, n_ids, images_per_id, partial_fraction, pair_fraction,
+                             recolour_fraction=recolour_fraction)
         save_file({f: getattr(d, f).contiguous() for f in _FIELDS}, str(tmp / "data.safetensors"))
         (tmp / "info.json").write_text(json.dumps(payload, indent=2, default=str))
 

@@ -9,7 +9,7 @@ frame palette and under other palettes, and reports the share the judge reads as
 every local attribute, it tints the attribute's region of the faces that carry it half-way towards a flat
 colour (the attribute still there, its colour changed) and reports the share the judge still reads.
 
-    python scripts/judge_frame_colour_probe.py [--n 500] [key=value ...]
+    python scripts/judge_frame_colour_probe.py [--n 500] [--tint-weight 0.5] [--grid PNG] [key=value ...]
 """
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/default.yaml")
     p.add_argument("--n", type=int, default=500)
+    p.add_argument("--tint-weight", type=float, default=0.5,
+                   help="how far the region tint goes towards the flat colour (0.5: half-way; the judge renders "
+                        "label a layer drawn at opacity below 0.4 absent, so a tint above 0.6 is not a fair test)")
     p.add_argument("--grid", default=None, help="save a picture: 4 faces per attribute, untinted then tinted orange")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
@@ -72,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<36} judge reads glasses on {out[name]:.3f} of {len(idx)} faces", flush=True)
     finally:
         render.GLASSES_STOPS[:] = shipped
-    tints = recolour_probe(split, judge, idx, device, grid=a.grid)
-    print(json.dumps({"judge": judge.tag, "n": len(idx), "glasses_read": out, "recoloured_region_read": tints}))
+    tints = recolour_probe(split, judge, idx, device, weight=a.tint_weight, grid=a.grid)
+    print(json.dumps({"judge": judge.tag, "n": len(idx), "glasses_read": out, "tint_weight": a.tint_weight,
+                      "recoloured_region_read": tints}))
     return 0
 
 

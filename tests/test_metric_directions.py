@@ -16,7 +16,7 @@ def test_every_builtin_metric_has_a_direction(name):
     cls = EVALUATORS.get(name)
     assert cls.metrics, name
     for metric in cls.metrics:
-        concrete = metric.replace("<classifier>", "slim10_judge_synthfaces64")
+        concrete = metric.replace("<classifier>", "slim10_judge2_synthfaces64")
         assert metric_is_declared(concrete), concrete
         if concrete not in NO_DIRECTION:
             assert metric_direction(concrete) in ("higher", "lower"), concrete
@@ -24,7 +24,7 @@ def test_every_builtin_metric_has_a_direction(name):
 
 # declared on purpose without a better direction: how far to trust FID / KID, not editor scores
 NO_DIRECTION = {f"{p}_clean_{tag}" for p in ("fid_floor", "fid_n_below_dim", "kid_se")
-                for tag in ("inception", "slim10_judge_synthfaces64")}
+                for tag in ("inception", "slim10_judge2_synthfaces64")}
 
 
 @pytest.mark.parametrize("metric", sorted(NO_DIRECTION))
@@ -37,9 +37,9 @@ def test_small_n_rows_are_declared_without_direction(metric):
     ("id_facenet_nodetect_rate", "lower"), ("id_dlib_nodetect_rate", "lower"),
     ("id_cos_facenet_vggface2", "higher"), ("id_match_dlib_resnet_v1", "higher"),
     ("id_cos_synth_cnn4_cosface_ridge-1a2b", "higher"), ("id_param_err_synth_cnn4_cosface_ridge", "lower"),
-    ("attr_success_slim10_judge_synthfaces64", "higher"), ("attr_preserve_slim10_judge_synthfaces64", "higher"),
+    ("attr_success_slim10_judge2_synthfaces64", "higher"), ("attr_preserve_slim10_judge2_synthfaces64", "higher"),
     ("attr_source_acc_resnet18_celebahq64", "higher"),
-    ("fid_clean_inception", "lower"), ("kid_clean_slim10_judge_synthfaces64", "lower"),
+    ("fid_clean_inception", "lower"), ("kid_clean_slim10_judge2_synthfaces64", "lower"),
     ("lpips_alex_v01", "lower"), ("leak", "lower"),
     ("some_plugin_metric", None),
 ])

@@ -20,7 +20,7 @@ CODE_VERSION = 2
 # chosen, so the default ("train") keeps its cache keys.  1: balanced renders + edit artefacts.
 JUDGE_CODE_VERSION = 1
 JUDGE_FIELDS = ("train_data", "judge_ids", "judge_images_per_id", "judge_val_ids", "partial_fraction",
-                "pair_fraction", "blend_prob", "degrade_prob")
+                "pair_fraction", "blend_prob", "degrade_prob", "recolour_fraction")
 
 # "slim10" (the default): a ResNet-10 (one BasicBlock per stage) at widths w-2w-4w-8w (w = 16), built from torchvision's
 # BasicBlock (model.SlimResNet); ~8x fewer multiply-adds than resnet18 at the same resolution.
@@ -43,7 +43,7 @@ JUDGE_EPOCHS = 25
 TRAIN_EPOCHS = 15
 # Fields added after checkpoints were cached, with the value that was implicit before: hashed only
 # when they differ from it, so existing cache keys and tags stay valid.
-LATER_FIELDS = {"width": None, "train_degrade_prob": 0.0}
+LATER_FIELDS = {"width": None, "train_degrade_prob": 0.0, "recolour_fraction": 0.0}
 
 
 class ClassifierConfigError(ValueError):
@@ -107,6 +107,11 @@ class ClassifierConfig:
     pair_fraction: float = 0.15     # share that also gets its one-attribute-flipped counterfactual
     blend_prob: float = 0.7         # chance a paired image is blended with its counterfactual in a batch
     degrade_prob: float = 0.25      # chance of each of blur / noise / colour cast per training image
+    # Share of judge renders with one carried attribute among render.RECOLOUR_ATTRIBUTES (frame, fringe,
+    # moustache, beard) drawn in a random off-palette colour, labelled present (judge_data.py).  Default 0.2
+    # since 2026-12-03 (judge tag ``judge2``): the judge with 0 read gold glasses frames as no glasses
+    # (docs/metrics.md, "A measured blind spot"), and SaGAN earned removals by recolouring.
+    recolour_fraction: float = 0.2
     # The same label-preserving artefacts (judge_data.degrade) on the train-split path, where no
     # judge renders exist. 0 (off, and then not hashed: old keys stay valid) for every judge; InterFaceGAN's
     # labeller turns it on, because it scores blurred GAN samples, not clean training images.
@@ -134,6 +139,8 @@ class ClassifierConfig:
                                         f"for arch {self.arch!r}")
         if self.lr <= 0:
             raise ClassifierConfigError(f"classifier lr must be > 0, not {self.lr}")
+        if not 0.0 <= self.recolour_fraction <= 1.0:
+            raise ClassifierConfigError(f"classifier recolour_fraction must be in [0, 1], not {self.recolour_fraction}")
         if not 0.0 <= self.train_degrade_prob <= 1.0:
             raise ClassifierConfigError(f"classifier train_degrade_prob must be in [0, 1], not {self.train_degrade_prob}")
 

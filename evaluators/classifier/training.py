@@ -70,15 +70,19 @@ class ClassifierHandle:
 
 
 def classifier_tag(dataset: FaceDataset, config: ClassifierConfig) -> str:
-    """``<arch>_[judge_]<dataset><resolution>``, plus a config hash when the config is not the default.
+    """``<arch>_[judge_|judge2_]<dataset><resolution>``, plus a config hash when the config is not the default.
 
     Metric names carry the tag, so a classifier trained differently is a
     different protocol with a different name (DESIGN §3).  ``judge_`` marks a classifier trained on
     the dataset's judge renders (SynthFaces' default since issue 15), so its rows never merge with
-    those of the earlier train-split judge (``resnet18_synthfaces64``, now ``train_data: train``).
+    those of the earlier train-split judge (``resnet18_synthfaces64``, now ``train_data: train``);
+    ``judge2_`` one whose judge renders include off-palette recolours (``recolour_fraction`` > 0, the
+    default since 2026-12-03), so its rows never merge with those of the colour-blind ``judge_`` one.
     """
     resolved = config.resolved(dataset)
-    source = "judge_" if resolved.train_data == "judge" else ""
+    source = ""
+    if resolved.train_data == "judge":  # judge2: renders with off-palette recolours (``recolour_fraction``)
+        source = "judge2_" if resolved.recolour_fraction > 0 else "judge_"
     base = f"{config.arch}_{source}{dataset.name}{dataset.resolution}"
     if resolved.hashed_dict() == default_config(dataset).resolved(dataset).hashed_dict():
         return base
@@ -278,7 +282,7 @@ def _judge_train_data(dataset: FaceDataset, config: ClassifierConfig) -> "JudgeD
     if not uses_judge_data(dataset, config):
         return None
     return judge_data(dataset, "judge", config.judge_ids, config.judge_images_per_id, config.partial_fraction,
-                      config.pair_fraction)
+                      config.pair_fraction, config.recolour_fraction)
 
 
 def judge_val_accuracy(clf: AttributeClassifier, dataset: FaceDataset, config: ClassifierConfig) -> dict[str, Any]:

@@ -124,6 +124,7 @@ class Face:
             return cache[k]
 
         self.v = v
+        self.has = lambda k: k in p  # optional factors (``recolour``) are absent from the editors' renders
         male, young = v("Male"), v("Young")
         self.male, self.young, self.old = male, young, 1 - young
         self.W = 0.35 + 0.08 * v("face_width") + 0.03 * male
@@ -152,6 +153,28 @@ HAIR_STOPS = [(0.06, 0.05, 0.05), (0.18, 0.11, 0.07), (0.33, 0.20, 0.11), (0.45,
 IRIS_STOPS = [(0.20, 0.11, 0.05), (0.35, 0.20, 0.08), (0.45, 0.40, 0.18), (0.30, 0.45, 0.30), (0.30, 0.45, 0.62),
               (0.45, 0.52, 0.58)]
 GLASSES_STOPS = [(0.05, 0.05, 0.06), (0.30, 0.17, 0.08), (0.55, 0.55, 0.58), (0.12, 0.14, 0.25)]
+
+
+# Attributes whose layer colour the judges' renders may replace by an off-palette one (``recolour``):
+# the glasses frame, the fringe, the moustache and the beard (No_Beard's layer).
+RECOLOUR_ATTRIBUTES: tuple[str, ...] = ("Bangs", "Eyeglasses", "Mustache", "No_Beard")
+RECOLOUR_RGB: tuple[str, ...] = ("recolour_r", "recolour_g", "recolour_b")
+
+
+def recolour(f: Face, attr: str, col: torch.Tensor) -> torch.Tensor:
+    """``col`` blended towards the image's ``recolour_r/g/b`` by its optional factor ``recolour_<attr>``.
+
+    Why: SaGAN "removed" glasses by painting the frames gold, and a judge that saw only the palette's
+    four frame colours read gold frames as no glasses (docs/metrics.md).  The judges' renders
+    (``evaluators/judge_data.py``) therefore draw some attributes in colours this renderer never picks,
+    labelled present: the attribute is its shape, not its colour.  Without the factor (every editor's
+    split, every dataset image) ``col`` is returned untouched, so those renders are bit-identical.
+    """
+    key = f"recolour_{attr}"
+    if not f.has(key):
+        return col
+    target = torch.cat([f.v(k) for k in RECOLOUR_RGB], dim=1)
+    return lerp(col, target, f.v(key))
 
 
 def skin_colour(f: Face) -> torch.Tensor:
@@ -386,7 +409,7 @@ def draw_beard(cv: Canvas, x, y, f: Face, hair, face, px) -> None:
     region = torch.maximum(region, f.eye_y + 0.06 - y)
     stipple = 0.88 + 0.12 * torch.sin(x * 90.0 + 3.0 * torch.sin(y * 40.0)) * torch.sin(y * 70.0 + x * 20.0)
     alpha = coverage(region, px) * (0.55 + 0.4 * full) * stipple * (1 - f.v("No_Beard"))
-    cv.over(hair * 0.8, alpha, ("No_Beard",))
+    cv.over(recolour(f, "No_Beard", hair) * 0.8, alpha, ("No_Beard",))
 
 
 def mouth_shape(x, y, f: Face) -> dict[str, torch.Tensor]:
@@ -465,7 +488,7 @@ def draw_mustache(cv: Canvas, x, y, f: Face, hair, px) -> None:
     bottom = f.my - 0.004 + 0.030 * u ** 2
     sdf = torch.maximum(between(y, top, bottom), (u.abs() - 1) * f.mw)
     tex = 0.85 + 0.15 * torch.sin(x * 300.0 + 40.0 * y)
-    cv.over(hair * 0.72 * tex, coverage(sdf, px) * 0.95 * f.v("Mustache"), ("Mustache",))
+    cv.over(recolour(f, "Mustache", hair) * 0.72 * tex, coverage(sdf, px) * 0.95 * f.v("Mustache"), ("Mustache",))
 
 
 def hair_window(x, y, f: Face, face) -> torch.Tensor:
@@ -493,7 +516,7 @@ def draw_bangs(cv: Canvas, x, y, f: Face, hair, face, px) -> None:
     nx, ny = x / (f.W * 1.3), (y - f.cy + 0.1) / (f.Hh * 1.1)
     lit = shade(nx, ny, torch.sqrt((1 - nx ** 2 - ny ** 2).clamp(min=0.05)), f, 0.38, 0.6)
     tip = 1 - 0.25 * ((y - bottom + 0.05) / 0.05).clamp(0, 1)
-    cv.over((hair * strands(x, y * 0.2, f, 80.0) * lit * tip).clamp(0, 1), coverage(sdf, px) * f.v("Bangs"), ("Bangs",))
+    cv.over((recolour(f, "Bangs", hair) * strands(x, y * 0.2, f, 80.0) * lit * tip).clamp(0, 1), coverage(sdf, px) * f.v("Bangs"), ("Bangs",))
 
 
 def draw_glasses(cv: Canvas, x, y, f: Face, px) -> None:
@@ -507,7 +530,7 @@ def draw_glasses(cv: Canvas, x, y, f: Face, px) -> None:
     lens = ((lx.abs() + 1e-6) ** n + (ly.abs() + 1e-6) ** n) ** (1 / n) - 1
     lens = lens * torch.minimum(a, b)
     frame_t = 0.006 + 0.003 * v("glasses_colour")
-    col = palette(v("glasses_colour").flatten(), GLASSES_STOPS)
+    col = recolour(f, "Eyeglasses", palette(v("glasses_colour").flatten(), GLASSES_STOPS))
     cv.over(rgb(0.75, 0.82, 0.88, x), coverage(lens, px) * 0.16 * on, ("Eyeglasses",))
     bridge = torch.maximum((y - gy + b * 0.25).abs() - frame_t * 0.8, x.abs() - (f.ex - a * 0.9))
     arms = torch.maximum((y - gy + b * 0.3).abs() - frame_t * 0.7,
