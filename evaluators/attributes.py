@@ -55,6 +55,16 @@ def shared_classifier(ctx: EvalContext, config: dict[str, Any] | None, train_if_
     return shared_model(key, lambda: load_classifier(ctx.dataset, ctx.device, config, train_if_missing))
 
 
+def grid_judge(cfg: Any, dataset: Any, attribute: str, device: torch.device) -> AttributeClassifier:
+    """The attribute judge a grid of ``cfg`` scores ``dataset`` with: the registered ``attributes``
+    evaluator built with the config's options, so a script that reads edits outside the grid (GAN samples,
+    probes) uses the very network, and tag, that the run's rows carry."""
+    from benchmark.registry import EVALUATORS
+
+    ctx = EvalContext(dataset, attribute, 1, device)
+    return EVALUATORS.create("attributes", ctx, **cfg.evaluator_options.get("attributes", {})).classifier
+
+
 def classifier_features(clf: AttributeClassifier, memo: JudgeMemo, which: Which) -> torch.Tensor:
     """``clf.features`` of the memo's source or edited images, computed once for every evaluator."""
     return memo.run(clf, "features", which, clf.features)

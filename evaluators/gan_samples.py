@@ -151,9 +151,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmark.config import load_config
-    from benchmark.registry import EVALUATORS
     from benchmark.runner import GridRunner, resolve_device
-    from evaluators.base import EvalContext
+    from evaluators.attributes import grid_judge
 
     a = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -162,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as run_dir:  # fits.jsonl of the lookups only; nothing else is written
         runner = GridRunner(cfg, Path(run_dir), device)
         runner.progress = False
-        # the grid's own `attributes` evaluator with the config's options: the very judge a run scores with
-        ctx = EvalContext(runner.dataset, runner.attributes[0], 1, device)
-        judge = EVALUATORS.create("attributes", ctx, **cfg.evaluator_options.get("attributes", {})).classifier
+        judge = grid_judge(cfg, runner.dataset, runner.attributes[0], device)  # the very judge a run scores with
         out = []
         for attr in runner.attributes:
             editor = runner.editor_for(a.method, attr, cfg.seeds[0])

@@ -33,11 +33,10 @@ OFF_PALETTES: dict[str, list[tuple[float, float, float]]] = {
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
     from benchmark.config import load_config
-    from benchmark.registry import EVALUATORS
     from benchmark.runner import GridRunner, resolve_device
     from benchmark.data.synthfaces import render
     from benchmark.data.synthfaces.dataset import _from_u8, _to_u8
-    from evaluators.base import EvalContext
+    from evaluators.attributes import grid_judge
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/default.yaml")
@@ -52,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(cfg.device)
     with tempfile.TemporaryDirectory() as run_dir:
         runner = GridRunner(cfg, Path(run_dir), device)
-        ctx = EvalContext(runner.dataset, "Eyeglasses", 1, device)
-        judge = EVALUATORS.create("attributes", ctx, **cfg.evaluator_options.get("attributes", {})).classifier
+        judge = grid_judge(cfg, runner.dataset, "Eyeglasses", device)
         split = runner.test_split
     if not hasattr(split, "params"):
         raise SystemExit("this probe renders SynthFaces faces: the config's dataset is not SynthFaces")
@@ -100,6 +98,10 @@ def recolour_probe(split, judge, idx: torch.Tensor, device, weight: float = 0.5,
         col = split.dataset.attribute_index(attr)
         ja = judge.attribute_names.index(attr)
         pos = idx[labels[:, col] > 0.5]
+        if not len(pos):  # none of the first faces carries it (a small --n): nothing to tint
+            out[attr] = {"n": 0}
+            print(f"{attr:<20} n   0: no face among the first {len(idx)} carries it", flush=True)
+            continue
         batch = collate_faces([split[int(i)] for i in pos])
         x = batch["image"]
         m = split.region_masks(pos, attr).float()

@@ -109,9 +109,8 @@ def probe(G: Any, D: Any, judge_predict: Callable[[torch.Tensor], torch.Tensor],
 def main(argv: list[str] | None = None) -> int:
     from benchmark.config import load_config
     from benchmark.data.base import collate_faces
-    from benchmark.registry import EVALUATORS
     from benchmark.runner import GridRunner, resolve_device
-    from evaluators.base import EvalContext
+    from evaluators.attributes import grid_judge
     from methods.sagan.train import build_networks
 
     a = _args(argv)
@@ -121,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = GridRunner(cfg, Path(run_dir), device)
         runner.progress = False
         attr = runner.attributes[0]
-        ctx = EvalContext(runner.dataset, attr, 1, device)
-        judge = EVALUATORS.create("attributes", ctx, **cfg.evaluator_options.get("attributes", {})).classifier
+        judge = grid_judge(cfg, runner.dataset, attr, device)
         editor = runner.editor_for("sagan", attr, cfg.seeds[0])
         split = runner.test_split
     state = torch.load(a.ckpt, map_location="cpu", weights_only=True)

@@ -318,3 +318,29 @@ def test_oracle_misses_agree_with_attr_success_and_rank_visibility(tmp_path, mon
         assert len(r["miss_percentiles"]) == r["misses"] == len(r["miss_changes"])
         assert all(0 <= p <= 1 for p in r["miss_percentiles"]) and r["change_median"] > 0
     assert sum(r["misses"] for r in rows) > 0  # the sample holds misses (Pale_Skin 1->0), so the check above bites
+
+
+def test_recoloured_judge_reads_off_palette_frames_the_colour_blind_one_missed(capsys):
+    """scripts/judge_frame_colour_probe.py on the shipped judges (docs/metrics.md, "A measured blind spot"):
+    gold and orange frames, never drawn by the renderer, are read as glasses by today's judge (recolours in
+    its training renders) far more often than by the colour-blind one of 2026-12-01; both read the renderer's
+    own frames; the probe puts the renderer's palette back."""
+    import json
+
+    from benchmark.data.synthfaces import render
+    from tests.script_loader import load_script
+
+    script = load_script("judge_frame_colour_probe")
+    palette = list(render.GLASSES_STOPS)
+    reads = {}
+    for fraction in (0.2, 0.0):
+        capsys.readouterr()
+        assert script.main(["--n", "100", f"evaluator_options.attributes.classifier.recolour_fraction={fraction}"]) == 0
+        reads[fraction] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert render.GLASSES_STOPS == palette
+    new, old = reads[0.2], reads[0.0]
+    assert new["judge"] == "slim10_judge2_synthfaces64" and old["judge"].startswith("slim10_judge_synthfaces64_")
+    shipped = "shipped (black, brown, grey, navy)"
+    assert new["glasses_read"][shipped] >= 0.95 and old["glasses_read"][shipped] >= 0.95
+    for colour in ("gold", "orange"):
+        assert new["glasses_read"][colour] >= old["glasses_read"][colour] + 0.25, (colour, new, old)

@@ -158,6 +158,14 @@ class ClassifierConfig:
             )
         return cls(**cfg)
 
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> "ClassifierConfig":
+        """The config a checkpoint recorded (``classifier.json``).  A field it lacks came later, and the
+        checkpoint was trained with the value implicit before (``LATER_FIELDS``), not with today's default:
+        the colour-blind judge of 2026-12-01 has no ``recolour_fraction`` and must not report under the
+        tag of the judge trained with recolours."""
+        return cls.from_dict({**LATER_FIELDS, **dict(stored)})
+
     def with_overrides(self, **changes: Any) -> "ClassifierConfig":
         return replace(self, **changes)
 

@@ -389,7 +389,7 @@ def _load_dir(directory: Path, dataset: FaceDataset, device: torch.device, remed
     if tuple(info["attribute_names"]) != dataset.attribute_names:
         raise DataError(f"classifier at {directory} was trained on attributes {info['attribute_names']}, "
                         f"but dataset {dataset.name!r} has {list(dataset.attribute_names)}")
-    config = ClassifierConfig.from_dict(info["config"])
+    config = ClassifierConfig.from_stored(info["config"])
     net = build_network(config, len(info["attribute_names"]), info["resolution"], load_pretrained=False)
     state = entries.read_entry_file(directory / cache.WEIGHTS_FILE, lambda p: load_file(str(p), device="cpu"),
                                     "classifier weights", remedy)
