@@ -41,8 +41,11 @@ def _to_fp16(src: Path, dst: Path) -> None:
     save_safetensors(dst, out)
 
 
-def export_stage(method: str, src: Path, run_dir: Path | None = None) -> Path:
-    """Copy one finished cache entry into the editor's ``reference_fits`` folder (fp16 weights)."""
+def export_stage(method: str, src: Path, run_dir: Path | None = None, note: str | None = None) -> Path:
+    """Copy one finished cache entry into the editor's ``reference_fits`` folder (fp16 weights).
+
+    ``note``: what the provenance cannot know (a fit continued from another one, the other jobs that
+    shared the cores), stored as ``reference.note`` so that nobody edits an exported JSON by hand."""
     cachelib.verify_entry(src)
     cls = METHODS.get(method)
     dst = editor_package_dir(cls) / REFERENCE_DIRNAME / src.name
@@ -65,11 +68,14 @@ def export_stage(method: str, src: Path, run_dir: Path | None = None) -> Path:
             "command": " ".join(env.get("argv", [])) or None, "weights_dtype": "float16",
             "source_entry_digest": cachelib.read_manifest(src)["files"],
         }
+        if note:
+            prov["reference"]["note"] = note
         (tmp / PROVENANCE).write_text(json.dumps(prov, indent=1, sort_keys=True, default=str) + "\n")
     return dst
 
 
-def export_run(run_dir: Path, methods: list[str] | None = None, cache: Path | None = None) -> list[Path]:
+def export_run(run_dir: Path, methods: list[str] | None = None, cache: Path | None = None,
+               note: str | None = None) -> list[Path]:
     """Export every stage the run's ``fits.jsonl`` names (trained or cached, not already shipped).
 
     ``cache``: where the entries are when the run was made on another machine (a GPU box whose
@@ -83,7 +89,7 @@ def export_run(run_dir: Path, methods: list[str] | None = None, cache: Path | No
         src = Path(r["path"])
         if cache is not None:
             src = cache / "editors" / r["method"] / src.name
-        done[r["path"]] = export_stage(r["method"], src, run_dir)
+        done[r["path"]] = export_stage(r["method"], src, run_dir, note)
     return list(done.values())
 
 
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--methods", default="", help="comma-separated methods (default: all in fits.jsonl)")
     e.add_argument("--cache", type=Path, help="the cache the run used, when it was made on another machine")
     e.add_argument("--pack", type=Path, help="also write the exported fits into this .tar.gz (for `unpack`)")
+    e.add_argument("--note", help="a sentence stored in each exported fit's provenance (reference.note)")
     u = sub.add_parser("unpack", help="bring fits packed elsewhere into the editors' reference_fits/")
     u.add_argument("archive", type=Path)
     u.add_argument("--replace", action="store_true", help="overwrite entries that are already shipped")
@@ -181,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {run_dir} has no fits.jsonl (not a run directory, or it trained nothing)",
                       file=sys.stderr)
                 return 2
-            for path in export_run(run_dir, [m for m in args.methods.split(",") if m] or None, args.cache):
+            for path in export_run(run_dir, [m for m in args.methods.split(",") if m] or None, args.cache,
+                                   args.note):
                 if path not in exported:
                     exported.append(path)
                     print(path)

@@ -352,6 +352,10 @@ class TrainContext:
         self._bar = None
         self.start_step = 0
         self.seconds = 0.0  # training seconds of this stage, summed over resumed runs
+        # one row per run that trained steps of this stage (steps, seconds, torch threads, device): the
+        # weights depend on the thread count (float reductions), so a fit resumed on another machine or
+        # thread count says which steps ran where; restored from the checkpoint, written to provenance
+        self.segments: list[dict[str, Any]] = []
         self._t0 = time.perf_counter()
         self._last_sample: Path | None = None
 
@@ -379,6 +383,7 @@ class TrainContext:
             "objects": {n: o.state_dict() for n, o in self._objects.items()},
             "rng": _rng_state(),
             "stats": dict(self._last_stats),
+            "segments": [*self.segments, self._segment(step)],
         }
         path = self.ckpt_dir / f"ckpt-{step:08d}.pt"
         tmp = path.with_name(f".{path.name}.tmp")
@@ -402,6 +407,10 @@ class TrainContext:
                 obj.load_state_dict(state["objects"][name])
             _set_rng_state(state["rng"])
             self.seconds = float(state.get("seconds", 0.0))
+            # a checkpoint written before segments were recorded: its steps ran where nobody noted
+            self.segments = list(state.get("segments") or [
+                {"steps": [0, int(state["step"])], "seconds": round(self.seconds, 2), "torch_threads": None,
+                 "device": None}])
             self._last_stats = dict(state.get("stats", {}))
             self._trim_stats(int(state["step"]))
             log.warning("%s/%s: resuming from step %d of %d (%s)", self.fit.method, self.stage,
@@ -423,11 +432,17 @@ class TrainContext:
                 continue
         path.write_text("".join(x + "\n" for x in keep))
 
+    def _segment(self, step: int) -> dict[str, Any]:
+        """This run's row of ``segments``, from its first step to ``step``."""
+        return {"steps": [self.start_step, int(step)], "seconds": round(time.perf_counter() - self._t0, 2),
+                "torch_threads": torch.get_num_threads(), "device": str(self.device)}
+
     # -- the loop ----------------------------------------------------------------------------
     def loop(self) -> Iterator[int]:
         """Yield the remaining steps; checkpoint every N, at the end, on SIGTERM and when time is up."""
         self.start_step = self._resume()
         self._t0 = time.perf_counter()
+        done = self.start_step
         slice_start = time.perf_counter()
         old_handler = self._install_sigterm()
         self._bar = progress(total=self.total_steps, desc=f"fit {self.fit.method}/{self.stage}", unit="step",
@@ -450,6 +465,8 @@ class TrainContext:
             if self.start_step >= self.total_steps and self.total_steps > 0 and not self._checkpoints():
                 self.save_checkpoint(self.total_steps)
         finally:
+            if done > self.start_step:
+                self.segments.append(self._segment(done))
             self.seconds += time.perf_counter() - self._t0
             self._t0 = time.perf_counter()
             self._bar.close()
@@ -759,7 +776,7 @@ class FitContext:
             "dataset": dataset_identity(self.dataset), "seed": self.seed, "extra": extra or {},
             "steps": tc.total_steps, "seconds": round(tc.seconds, 2), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-            "torch_threads": torch.get_num_threads(), "final_losses": tc.final_stats,
+            "torch_threads": torch.get_num_threads(), "segments": tc.segments, "final_losses": tc.final_stats,
             "source_hash": source_hash(type(self.editor)), "commit": _git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

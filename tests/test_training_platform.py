@@ -92,8 +92,19 @@ def test_time_slice_pauses_then_continues(tmp_path):
         ed.prepare(fit)
     ckpts = list((tmp_path / "editors" / "toy_trainable").glob("shared-*.work/checkpoints/ckpt-*.pt"))
     assert ckpts, "a paused fit must leave a checkpoint"
-    done = fit_once(tmp_path, step_delay=0.05, shared_steps=40)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)  # the rest runs on another thread count
+    try:
+        done = fit_once(tmp_path, step_delay=0.05, shared_steps=40)
+    finally:
+        torch.set_num_threads(threads)
     assert [r.source for r in done.fit_context.records] == ["trained", "trained"]
+    # provenance says which steps ran where: the two runs, contiguous, each with its thread count
+    shared = next(r for r in done.fit_context.records if r.stage == "shared")
+    segments = json.loads((Path(shared.path) / "provenance.json").read_text())["segments"]
+    assert len(segments) == 2 and segments[0]["steps"][0] == 0 and segments[-1]["steps"][1] == 40
+    assert segments[0]["steps"][1] == segments[1]["steps"][0] > 0
+    assert segments[0]["torch_threads"] == threads and segments[1]["torch_threads"] == (1 if threads > 1 else 2)
 
 
 def test_no_training_context_uses_the_cache_and_names_a_missing_stage(tmp_path):
@@ -289,13 +300,14 @@ def test_reference_export_writes_fp16_weights_with_provenance(tmp_path, monkeypa
     (run / "fits.jsonl").write_text("".join(json.dumps({"method": "toy_trainable", "source": r.source,
                                                         "path": r.path}) + "\n"
                                             for r in trained.fit_context.records))
-    assert reference.main(["export", str(run)]) == 0
+    assert reference.main(["export", str(run), "--note", "continued from another fit"]) == 0
     entries = sorted((pkg / "reference_fits").iterdir())
     assert [e.name.split("-")[0] for e in entries] == ["head", "shared"]
     for e in entries:
         cachelib.verify_entry(e)
         prov = json.loads((e / "provenance.json").read_text())
         assert prov["reference"]["weights_dtype"] == "float16" and "--fit-only" in prov["reference"]["command"]
+        assert prov["reference"]["note"] == "continued from another fit"
         for f in e.glob("*.safetensors"):
             assert all(t.dtype == torch.float16 for t in load_safetensors(f).values())
     monkeypatch.setattr(FitContext, "reference_dir", lambda self, name, key: pkg / "reference_fits" / f"{name}-{key}")
