@@ -379,7 +379,7 @@ class TrainContext:
     def save_checkpoint(self, step: int) -> Path:
         state = {
             "step": step,
-            "seconds": self.seconds + (time.perf_counter() - self._t0),
+            "seconds": self.seconds + self._run_seconds(),
             "objects": {n: o.state_dict() for n, o in self._objects.items()},
             "rng": _rng_state(),
             "stats": dict(self._last_stats),
@@ -432,9 +432,13 @@ class TrainContext:
                 continue
         path.write_text("".join(x + "\n" for x in keep))
 
+    def _run_seconds(self) -> float:
+        """Training seconds of this run of the loop (``seconds`` holds the earlier runs')."""
+        return time.perf_counter() - self._t0
+
     def _segment(self, step: int) -> dict[str, Any]:
         """This run's row of ``segments``, from its first step to ``step``."""
-        return {"steps": [self.start_step, int(step)], "seconds": round(time.perf_counter() - self._t0, 2),
+        return {"steps": [self.start_step, int(step)], "seconds": round(self._run_seconds(), 2),
                 "torch_threads": torch.get_num_threads(), "device": str(self.device)}
 
     # -- the loop ----------------------------------------------------------------------------
@@ -467,7 +471,7 @@ class TrainContext:
         finally:
             if done > self.start_step:
                 self.segments.append(self._segment(done))
-            self.seconds += time.perf_counter() - self._t0
+            self.seconds += self._run_seconds()
             self._t0 = time.perf_counter()
             self._bar.close()
             if old_handler is not None:
@@ -499,7 +503,7 @@ class TrainContext:
         means = {k: float(np.mean(v)) for k, v in self._acc.items()}
         self._acc.clear()
         self._last_stats = means
-        elapsed = self.seconds + (time.perf_counter() - self._t0)
+        elapsed = self.seconds + self._run_seconds()
         row = {"step": step, "seconds": round(elapsed, 3), **{k: round(v, 6) for k, v in means.items()}}
         with open(self.work_dir / "stats.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
