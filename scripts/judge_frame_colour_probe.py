@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-# frame palettes the renderer does not draw (its own, ``render.GLASSES_STOPS``, is read first)
+# frame palettes the renderer does not draw (its own, ``render.GLASSES_STOPS``, is read first); drawn through
+# the renderer's ``recolour`` factors, as the judges' training renders draw their off-palette colours
 OFF_PALETTES: dict[str, list[tuple[float, float, float]]] = {
     "gold": [(0.80, 0.62, 0.20), (0.88, 0.72, 0.30), (0.92, 0.80, 0.40), (0.85, 0.66, 0.25)],
     "pale yellow": [(0.90, 0.85, 0.55), (0.95, 0.90, 0.60), (0.92, 0.88, 0.65), (0.88, 0.82, 0.50)],
@@ -34,7 +35,6 @@ OFF_PALETTES: dict[str, list[tuple[float, float, float]]] = {
 def main(argv: list[str] | None = None) -> int:
     from benchmark.config import load_config
     from benchmark.runner import GridRunner, resolve_device
-    from benchmark.data.synthfaces import render
     from benchmark.data.synthfaces.dataset import _from_u8, _to_u8
     from evaluators.attributes import grid_judge
 
@@ -57,26 +57,39 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("this probe renders SynthFaces faces: the config's dataset is not SynthFaces")
     ja = judge.attribute_names.index("Eyeglasses")
     idx = torch.arange(min(a.n, len(split)))
-    shipped = list(render.GLASSES_STOPS)
     out = {}
-    try:
-        for name, stops in {"shipped (black, brown, grey, navy)": shipped, **OFF_PALETTES}.items():
-            render.GLASSES_STOPS[:] = stops
-            params = split.params.gather(idx)
-            params["Eyeglasses"] = torch.ones(len(idx))
-            hits = 0
-            for s in range(0, len(idx), 100):
-                sub = {k: v[s:s + 100] for k, v in params.items()}
-                images = _from_u8(_to_u8(split._render(sub)[0]))  # 8-bit, as the dataset's images
-                hits += int(judge.predict(images.to(device).clamp(-1, 1))[:, ja].sum())
-            out[name] = round(hits / len(idx), 4)
-            print(f"{name:<36} judge reads glasses on {out[name]:.3f} of {len(idx)} faces", flush=True)
-    finally:
-        render.GLASSES_STOPS[:] = shipped
+    for name, stops in {"shipped (black, brown, grey, navy)": None, **OFF_PALETTES}.items():
+        params = frames_in_palette(split.params.gather(idx), stops)
+        hits = 0
+        for s in range(0, len(idx), 100):
+            sub = {k: v[s:s + 100] for k, v in params.items()}
+            images = _from_u8(_to_u8(split._render(sub)[0]))  # 8-bit, as the dataset's images
+            hits += int(judge.predict(images.to(device).clamp(-1, 1))[:, ja].sum())
+        out[name] = round(hits / len(idx), 4)
+        print(f"{name:<36} judge reads glasses on {out[name]:.3f} of {len(idx)} faces", flush=True)
     tints = recolour_probe(split, judge, idx, device, weight=a.tint_weight, grid=a.grid)
     print(json.dumps({"judge": judge.tag, "n": len(idx), "glasses_read": out, "tint_weight": a.tint_weight,
                       "recoloured_region_read": tints}))
     return 0
+
+
+def frames_in_palette(params: dict[str, torch.Tensor],
+                      stops: list[tuple[float, float, float]] | None) -> dict[str, torch.Tensor]:
+    """``params`` with glasses on, their frames coloured from ``stops`` (None: the renderer's own palette).
+
+    The frame colour goes through the renderer's ``recolour`` factors (``recolour_Eyeglasses`` = 1, the
+    colour in ``recolour_r/g/b``), picked from ``stops`` by each face's own ``glasses_colour`` as the renderer
+    picks from ``render.GLASSES_STOPS``, so the renderer module is never modified and nothing else changes.
+    """
+    from benchmark.data.synthfaces import render
+
+    params = dict(params)
+    params["Eyeglasses"] = torch.ones_like(params["Eyeglasses"])
+    if stops is not None:
+        col = render.palette(params["glasses_colour"].flatten().float(), stops).view(-1, 3)
+        params["recolour_Eyeglasses"] = torch.ones_like(params["Eyeglasses"])
+        params.update({k: col[:, i].to(params["Eyeglasses"].dtype) for i, k in enumerate(render.RECOLOUR_RGB)})
+    return params
 
 
 TINTS = {"orange": (0.90, 0.50, 0.10), "yellow": (0.95, 0.85, 0.30), "blue": (0.20, 0.35, 0.90)}
