@@ -61,7 +61,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from benchmark import cache as entries
-from benchmark.data.base import FaceDataset, collate_faces
+from benchmark.data.base import FaceDataset, collate_faces, content_fingerprint
 from benchmark.registry import register_evaluator
 from evaluators.base import EvalContext, Evaluator, MetricUnavailable, shared_model
 from evaluators.features import ClassifierFeatures, FeatureExtractor, fid_cache_dir, load_inception
@@ -318,7 +318,7 @@ class StreamStats:
 def reference_key(dataset: FaceDataset, attribute: str, value: int, extractor: FeatureExtractor,
                   kid_cap: int, kid_seed: int) -> str:
     payload = {
-        "version": REF_CACHE_VERSION, "dataset": dataset.fingerprint(), "split": "test",
+        "version": REF_CACHE_VERSION, "dataset": content_fingerprint(dataset), "split": "test",
         "attribute": attribute, "value": int(value), "extractor": extractor.cache_id,
         "kid_max_samples": kid_cap, "kid_seed": kid_seed,
     }

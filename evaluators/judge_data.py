@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from benchmark import cache as entries
 from benchmark.assets import cache_root
-from benchmark.data.base import DataError, FaceDataset
+from benchmark.data.base import DataError, FaceDataset, content_fingerprint
 from benchmark.data.synthfaces.params import ATTRIBUTE_NAMES, IDENTITY_PARAM_NAMES, sample_judge_split
 from benchmark.data.synthfaces.render import RECOLOUR_ATTRIBUTES, RECOLOUR_RGB, render
 
@@ -169,7 +169,7 @@ def judge_data(dataset: FaceDataset, split: str, n_ids: int, images_per_id: int,
     """The cached judge set of ``dataset`` (rendered once per content key, shared by the judges that ask for it)."""
     from safetensors.torch import load_file, save_file
 
-    payload = {"dataset": dataset.fingerprint(), "split": split, "n_ids": n_ids, "images_per_id": images_per_id,
+    payload = {"dataset": content_fingerprint(dataset), "split": split, "n_ids": n_ids, "images_per_id": images_per_id,
                "partial": partial_fraction, "pair": pair_fraction, "version": JUDGE_DATA_VERSION}
     if recolour_fraction > 0:  # keyed only when on: the sets rendered before recolours keep their keys
         payload["recolour"] = recolour_fraction

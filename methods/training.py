@@ -38,12 +38,10 @@ import torch.nn.functional as F
 from benchmark import cache as cachelib
 from benchmark.assets import cache_root
 from benchmark.progress import progress
-from benchmark.data.base import DataError, FaceDataset, FaceSplit
+from benchmark.data.base import DataError, FaceDataset, FaceSplit, content_fingerprint
 
 log = logging.getLogger(__name__)
 
-# dataset options that say where data lives or how fast it loads, never what it is
-LOCATION_OPTIONS = frozenset({"root", "download", "device", "chunk_size", "cache_mb", "num_workers"})
 REFERENCE_DIRNAME = "reference_fits"
 PROVENANCE = "provenance.json"
 _WARNED_SOURCE: set[str] = set()  # fits already reported as made by other source (once per process)
@@ -282,11 +280,8 @@ def content_key(payload: dict[str, Any]) -> str:
 
 
 def dataset_identity(dataset: FaceDataset) -> dict[str, Any]:
-    """The dataset fingerprint without location-only options (``root``, ``download``, ...)."""
-    fp = dict(dataset.fingerprint())
-    if isinstance(fp.get("options"), dict):
-        fp["options"] = {k: v for k, v in fp["options"].items() if k not in LOCATION_OPTIONS}
-    return fp
+    """The dataset fingerprint without location-only options (``root``, ``download``, ...): the fits' key."""
+    return content_fingerprint(dataset)
 
 
 def editor_package_dir(editor_cls: type) -> Path:

@@ -160,6 +160,30 @@ def test_small_root_splits_and_identities(tmp_path):
     assert plain.split("val")[0]["identity"].item() == -1
 
 
+def test_cache_keys_name_the_images_not_where_they_are(tmp_path):
+    """The judge's and the FID reference's cache keys are the same for the same images in another folder,
+    by a relative path or with ``download`` given; another image folder (the 256 px mirror) is another key.
+    Keyed by ``root``, a shipped or already trained CelebA-HQ judge was trained again when the data moved."""
+    import os
+
+    from evaluators.classifier.cache import classifier_key
+    from evaluators.classifier.config import default_config
+    from evaluators.fid import reference_key
+
+    class _Extractor:
+        cache_id = "toy"
+
+    a = _small_root(tmp_path / "a")
+    b = _small_root(tmp_path / "b")
+    same = [DATASETS.create("celebahq", resolution=8, root=str(a)),
+            DATASETS.create("celebahq", resolution=8, root=os.path.relpath(b), download=False)]
+    other = DATASETS.create("celebahq", resolution=8, root=str(a), image_dir="CelebA-HQ-img-256")
+    keys = [(classifier_key(ds, default_config(ds)), reference_key(ds, "Smiling", 1, _Extractor(), 100, 0))
+            for ds in (*same, other)]
+    assert keys[0] == keys[1] and keys[2][0] != keys[0][0] and keys[2][1] != keys[0][1]
+    assert same[0].fingerprint()["options"]["root"] != same[1].fingerprint()["options"]["root"]  # provenance keeps it
+
+
 def test_missing_mapping_needs_explicit_index_split(tmp_path):
     root = _small_root(tmp_path, mapping=False)
     with pytest.raises(DataError, match=f"{MAPPING_FILE}.*official.*split: index"):

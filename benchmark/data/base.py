@@ -94,6 +94,24 @@ class FaceSplit(Dataset, ABC):
         return torch.stack([self[i]["labels"] for i in range(len(self))])
 
 
+# Dataset options that say where the data lives or how fast it loads, never what it holds.
+LOCATION_OPTIONS = frozenset({"root", "download", "device", "chunk_size", "cache_mb", "num_workers"})
+
+
+def content_fingerprint(dataset: "FaceDataset") -> dict:
+    """``dataset.fingerprint()`` without the location-only options (``root``, ``download``, ...).
+
+    Why: every cache key built on a dataset (trained judges, FID reference statistics, editor fits) must
+    name what the images are, not where they are: keyed by ``root``, the same CelebA-HQ judge was trained
+    again under another key when the data moved or was given by a relative path, and a shipped judge could
+    never match a reader's own data folder.
+    """
+    fp = dict(dataset.fingerprint())
+    if isinstance(fp.get("options"), dict):
+        fp["options"] = {k: v for k, v in fp["options"].items() if k not in LOCATION_OPTIONS}
+    return fp
+
+
 class FaceDataset(ABC):
     """A registered source of faces.  Construct with ``resolution`` and source options."""
 
@@ -144,7 +162,8 @@ class FaceDataset(ABC):
         """The ``train`` / ``test`` (/ ``val``) split."""
 
     def fingerprint(self) -> dict:
-        """What identifies this dataset's content, for cache keys (name, resolution, options)."""
+        """What identifies this dataset, for provenance (name, resolution, options, where the data lives
+        included); cache keys use :func:`content_fingerprint`, which leaves the location out."""
         return {"name": self.name, "resolution": self.resolution, "options": self.options}
 
     def _check_split(self, name: str) -> None:

@@ -1,7 +1,7 @@
 """Where trained classifiers live: ``cache_root()/classifiers/<content hash>/``.
 
-The hash covers everything that determines the weights - the dataset's
-fingerprint, the resolution, the hashed training config and ``CODE_VERSION`` -
+The hash covers everything that determines the weights - the dataset's content
+fingerprint (not where its files are), the resolution, the hashed training config and ``CODE_VERSION`` -
 so a changed input can never be served a stale checkpoint.
 
 The directory is a cache entry of ``benchmark.cache`` (the one mechanism for every cached
@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmark import cache as entries
 from benchmark.assets import cache_root
-from benchmark.data.base import FaceDataset
+from benchmark.data.base import FaceDataset, content_fingerprint
 from evaluators.classifier.config import CODE_VERSION, ClassifierConfig
 
 WEIGHTS_FILE = "model.safetensors"
@@ -33,9 +33,12 @@ training_lock = entries.entry_lock
 
 
 def classifier_key(dataset: FaceDataset, config: ClassifierConfig) -> str:
-    """16-hex content hash of (dataset fingerprint, resolution, training config, code version)."""
+    """16-hex content hash of (dataset content fingerprint, resolution, training config, code version).
+
+    The fingerprint leaves out where the data lives (``content_fingerprint``), so a judge trained or shipped
+    for CelebA-HQ answers wherever a reader keeps the images."""
     payload = {
-        "dataset": dataset.fingerprint(),
+        "dataset": content_fingerprint(dataset),
         "resolution": dataset.resolution,
         "config": config.resolved(dataset).hashed_dict(),
         "code_version": CODE_VERSION,

@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmark import cache as entries
 from benchmark.assets import cache_root
-from benchmark.data.base import DataError, FaceDataset, FaceSplit, collate_faces
+from benchmark.data.base import DataError, FaceDataset, FaceSplit, collate_faces, content_fingerprint
 from benchmark.data.synthfaces.params import IDENTITY_PARAM_NAMES as SYNTHFACES_FACTORS
 from evaluators.base import resize_square
 
@@ -599,7 +599,7 @@ def cache_key(dataset: FaceDataset, config: SynthEmbedderConfig) -> str:
         # per-train-id default is in it)
         cfg = {k: v for k, v in cfg.items() if k not in ("label", "judge_ids_per_train_id")}
         cfg["judge_ids"] = resolved_judge_ids(dataset, config)
-    payload = {"dataset": dataset.fingerprint(), "config": cfg, "code_version": CODE_VERSION}
+    payload = {"dataset": content_fingerprint(dataset), "config": cfg, "code_version": CODE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
