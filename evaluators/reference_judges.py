@@ -19,6 +19,11 @@ load replaces that entry with the shipped one.
 Export (after training the default judges on the machine whose numbers the README reports)::
 
     python -m evaluators.reference_judges export --dataset synthfaces --resolution 64
+    python -m evaluators.reference_judges export --dataset celebahq --resolution 64 \
+        --option root=../shared/data/celebahq --option image_dir=CelebA-HQ-img-64
+
+The keys leave out where the data lives (``content_fingerprint``), so the CelebA-HQ judge answers for
+any reader's copy of the same images; ``judge_weights/README.md`` lists what is shipped and its licence.
 """
 from __future__ import annotations
 
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="copy the default judges of a dataset from the cache into the checkout")
     ex.add_argument("--dataset", default="synthfaces")
     ex.add_argument("--resolution", type=int, default=64)
+    ex.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="dataset option, as for python -m evaluators.classifier.train (root=..., image_dir=...)")
     args = p.parse_args(argv)
 
     import benchmark.data  # noqa: F401  (registers the datasets)
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     from evaluators.classifier.config import default_config
     from evaluators.identity import synth_embedder as se
 
-    ds = DATASETS.create(args.dataset, resolution=args.resolution)
+    from evaluators.classifier.train import _key_values
+
+    ds = DATASETS.create(args.dataset, resolution=args.resolution, **_key_values(args.option, "--option"))
     sources = [("classifiers", clf_cache.classifier_dir(ds, default_config(ds)))]
     if callable(getattr(ds.split("test"), "identity_params", None)):
         sources.append((se.CACHE_SUBDIR, se.cache_dir(ds, se.SynthEmbedderConfig())))

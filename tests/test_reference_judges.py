@@ -94,3 +94,41 @@ def test_the_shipped_default_judges_match_todays_keys():
     metrics = json.loads((rj.reference_dir("classifiers", clf_cache.classifier_dir(ds, default_config(ds)).name)
                           / "metrics.json").read_text())
     assert metrics["tag"] == "slim10_judge2_synthfaces64" and metrics["mean_accuracy"] >= 0.98
+
+
+SHIPPED = sorted(p for kind in ("classifiers", "id_embedders") for p in (rj.ROOT / kind).iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("entry", SHIPPED, ids=[f"{p.parent.name}/{p.name}" for p in SHIPPED])
+def test_every_shipped_judge_verifies_and_is_filed_under_its_own_key(entry):
+    """Each committed judge passes its manifest (sha256 per file) and says, in its own metrics, that it was
+    trained under the key it is filed under: a judge copied into the wrong folder would score under another
+    protocol's name."""
+    entries.verify_entry(entry)
+    metrics = json.loads((entry / "metrics.json").read_text())
+    assert metrics.get("key", entry.name) == entry.name
+    assert (rj.ROOT / "README.md").read_text().count(entry.name) >= 1  # listed, with its data and licence
+
+
+def test_the_shipped_celebahq_judge_matches_todays_key_wherever_the_data_is():
+    """configs/celebahq64.yaml's judge is shipped (trained on the 64 px mirror's train split, one thread):
+    today's key for that config, computed from ../shared/data and from another spelling of the same folder,
+    is the committed entry, so a reader scores with the same weights and trains nothing."""
+    import os
+    from pathlib import Path
+
+    from benchmark.registry import DATASETS
+    from evaluators.classifier.config import default_config
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celebahq"
+    if not (root / "CelebAMask-HQ-attribute-anno.txt").is_file():
+        pytest.skip("no ../shared/data/celebahq")
+    keys = set()
+    for spelling in (str(root), os.path.relpath(root)):
+        ds = DATASETS.create("celebahq", resolution=64, root=spelling, image_dir="CelebA-HQ-img-64", download=False)
+        keys.add(clf_cache.classifier_dir(ds, default_config(ds)).name)
+    (key,) = keys
+    shipped = rj.reference_dir("classifiers", key)
+    assert shipped.is_dir(), f"no shipped CelebA-HQ judge for {key}: python -m evaluators.reference_judges export"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    assert metrics["tag"] == "slim10_celebahq64" and metrics["n_train"] == 24183 and metrics["torch_threads"] == 1
