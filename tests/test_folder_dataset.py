@@ -254,3 +254,23 @@ def test_duplicate_rows_name_the_file_and_lines(tmp_path):
     assert "2 file(s) listed more than once" in msg
     assert "'a.png' on lines 2, 4" in msg
     assert "'c.png' on lines 5, 6 (as './same_as_c.png')" in msg
+
+
+def test_two_folders_with_the_same_options_never_share_a_cache_key(tmp_path):
+    """Two folders of one's own faces opened with the same options hold different images, so every cache key
+    built on them (judge, FID reference, editor fit) keeps ``root``; the speed options stay out of the keys.
+    (Official datasets leave ``root`` out: tests/test_celebahq.py.)"""
+    from benchmark.data.base import content_fingerprint
+    from evaluators.classifier.cache import classifier_key
+    from evaluators.classifier.config import default_config
+    from methods.training import dataset_identity
+
+    rows = [["a.png", 1, "train"], ["b.png", -1, "test"]]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = DATASETS.create("image_folder", resolution=8, root=str(_folder(tmp_path / "a", ["filename", "Smiling", "split"], rows)))
+    b = DATASETS.create("image_folder", resolution=8, root=str(_folder(tmp_path / "b", ["filename", "Smiling", "split"], rows)))
+    assert classifier_key(a, default_config(a)) != classifier_key(b, default_config(b))
+    assert dataset_identity(a) != dataset_identity(b)
+    fast = DATASETS.create("image_folder", resolution=8, root=a.options["root"], num_workers=2)
+    assert content_fingerprint(fast) == content_fingerprint(a)

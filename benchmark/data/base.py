@@ -94,21 +94,28 @@ class FaceSplit(Dataset, ABC):
         return torch.stack([self[i]["labels"] for i in range(len(self))])
 
 
-# Dataset options that say where the data lives or how fast it loads, never what it holds.
-LOCATION_OPTIONS = frozenset({"root", "download", "device", "chunk_size", "cache_mb", "num_workers"})
+# Dataset options that change how fast data loads, never what it holds: no cache key includes them.
+SPEED_OPTIONS = frozenset({"device", "chunk_size", "cache_mb", "num_workers"})
+# Options that say where the files are: left out of the keys of datasets whose options already name their
+# content (``FaceDataset.location_free``), kept for the others.
+WHERE_OPTIONS = frozenset({"root", "download"})
+LOCATION_OPTIONS = SPEED_OPTIONS | WHERE_OPTIONS
 
 
 def content_fingerprint(dataset: "FaceDataset") -> dict:
-    """``dataset.fingerprint()`` without the location-only options (``root``, ``download``, ...).
+    """``dataset.fingerprint()`` without what does not change the images: the speed options always, and
+    ``root`` / ``download`` where the dataset is ``location_free``.
 
-    Why: every cache key built on a dataset (trained judges, FID reference statistics, editor fits) must
-    name what the images are, not where they are: keyed by ``root``, the same CelebA-HQ judge was trained
-    again under another key when the data moved or was given by a relative path, and a shipped judge could
-    never match a reader's own data folder.
+    Why: a cache key (trained judges, FID reference statistics, judge renders, editor fits) must name what
+    the images are, not where they are: keyed by ``root``, the CelebA-HQ judge was trained again when the
+    data moved or was given by a relative path, and a shipped judge could never match a reader's copy.  But
+    two folders of one's own images opened with the same options hold different faces, so a dataset that
+    does not declare itself location-free (``image_folder``, a plugin's) keeps ``root`` in its keys.
     """
     fp = dict(dataset.fingerprint())
+    drop = LOCATION_OPTIONS if getattr(dataset, "location_free", False) else SPEED_OPTIONS
     if isinstance(fp.get("options"), dict):
-        fp["options"] = {k: v for k, v in fp["options"].items() if k not in LOCATION_OPTIONS}
+        fp["options"] = {k: v for k, v in fp["options"].items() if k not in drop}
     return fp
 
 
@@ -118,6 +125,9 @@ class FaceDataset(ABC):
     name: ClassVar[str] = ""
     attributes: tuple[AttributeSpec, ...] = ()
     has_masks: ClassVar[bool] = False
+    # True when the options name the images wherever they are kept (an official dataset's files, rendered
+    # faces): cache keys then leave ``root`` out (``content_fingerprint``).  False keeps it: the default.
+    location_free: ClassVar[bool] = False
     has_identities: ClassVar[bool] = False
     has_counterfactuals: ClassVar[bool] = False
     split_names: tuple[str, ...] = ("train", "test")

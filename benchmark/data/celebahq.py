@@ -289,6 +289,7 @@ class CelebAHQ(FaceDataset):
 
     has_masks = True
     split_names = ("train", "val", "test")
+    location_free = True  # the official release: name + options (image_dir, ...) say which images, wherever kept
 
     def __init__(self, resolution: int = 64, **options):
         super().__init__(resolution, **options)
@@ -387,6 +388,7 @@ class StarGANv2CelebAHQ(FaceDataset):
 
     attributes = (AttributeSpec("Male", CELEBA_GROUPS["Male"]),)
     split_names = ("train", "test")
+    location_free = True  # the official StarGAN v2 release
     FOLDERS = {"train": "train", "test": "val"}
 
     def __init__(self, resolution: int = 64, **options):

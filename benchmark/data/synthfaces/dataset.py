@@ -283,6 +283,7 @@ class SynthFaces(FaceDataset):
     attributes = tuple(AttributeSpec(n, CELEBA_GROUPS[n]) for n in ATTRIBUTE_NAMES)
     has_masks = True
     has_identities = True
+    location_free = True  # rendered from its options: no files to locate
     has_counterfactuals = True
     split_names = ("train", "test")
     identity_param_names: tuple[str, ...] = IDENTITY_PARAM_NAMES
