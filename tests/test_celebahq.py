@@ -8,6 +8,7 @@ attribute file (idx 0: Smiling 1, Male -1, Eyeglasses -1; idx 39: Mustache 1).
 from __future__ import annotations
 
 import csv
+import json
 import zipfile
 from pathlib import Path
 
@@ -184,6 +185,55 @@ def test_cache_keys_name_the_images_not_where_they_are(tmp_path):
     assert same[0].fingerprint()["options"]["root"] != same[1].fingerprint()["options"]["root"]  # provenance keeps it
 
 
+def test_edited_labels_get_a_key_of_their_own(tmp_path):
+    """Options do not say what the attribute file holds: one label flipped, or one image moved to another
+    split through the mapping file, is another cache key (judge, FID reference, fit); the same labels
+    written with other spacing and line endings keep the key.  Keyed by options alone, an edited
+    CelebAMask-HQ file (label-noise work does this) was served the judge trained on the old labels."""
+    from evaluators.classifier.cache import classifier_key
+    from evaluators.classifier.config import default_config
+    from evaluators.fid import reference_key
+    from methods.training import dataset_identity
+
+    class _Extractor:
+        cache_id = "toy"
+
+    def keys(root: Path) -> tuple:
+        ds = DATASETS.create("celebahq", resolution=8, root=str(root))
+        return (classifier_key(ds, default_config(ds)), reference_key(ds, "Smiling", 1, _Extractor(), 100, 0),
+                json.dumps(dataset_identity(ds), sort_keys=True))
+
+    base = keys(_small_root(tmp_path / "a"))
+    respaced = _small_root(tmp_path / "b")
+    text = (respaced / ATTRIBUTE_FILE).read_text()
+    (respaced / ATTRIBUTE_FILE).write_bytes(text.replace("  ", " ").replace("\n", "\r\n").encode())
+    assert keys(respaced) == base
+    flipped = _small_root(tmp_path / "c")
+    lines = (flipped / ATTRIBUTE_FILE).read_text().splitlines()
+    vals = lines[3].split()
+    vals[1 + CELEBA_ATTRIBUTE_NAMES.index("Smiling")] = str(-int(vals[1 + CELEBA_ATTRIBUTE_NAMES.index("Smiling")]))
+    lines[3] = " ".join(vals)
+    (flipped / ATTRIBUTE_FILE).write_text("\n".join(lines) + "\n")
+    moved = _small_root(tmp_path / "d")
+    (moved / MAPPING_FILE).write_text((moved / MAPPING_FILE).read_text().replace("1 169999 170000.jpg",
+                                                                                 "1 9 000010.jpg"))
+    assert DATASETS.create("celebahq", root=str(moved)).split("train").celebahq_idx.tolist() == [0, 1, 3]
+    for other in (keys(flipped), keys(moved)):
+        assert all(k != b for k, b in zip(other, base))
+
+
+@needs_celebahq
+def test_the_official_labels_keep_the_keys_they_had():
+    """The development copy of the official attribute and mapping files gives the declared official digest,
+    so its keys carry no ``labels`` field: the keys made before label digests (the shipped judge's) hold."""
+    from benchmark.data.base import content_fingerprint
+
+    ds = DATASETS.create("celebahq", resolution=64, root=str(CELEBAHQ), image_dir="CelebA-HQ-img-64")
+    assert ds.label_digest() in ds.official_label_digests and "labels" not in content_fingerprint(ds)
+    index_split = DATASETS.create("celebahq", resolution=64, root=str(CELEBAHQ), split="index")
+    assert "labels" in content_fingerprint(index_split)  # another split of the same files: its own digest
+
+
 def test_missing_mapping_needs_explicit_index_split(tmp_path):
     root = _small_root(tmp_path, mapping=False)
     with pytest.raises(DataError, match=f"{MAPPING_FILE}.*official.*split: index"):
@@ -350,6 +400,25 @@ def test_stargan_v2_layout(tmp_path):
     assert test[0]["image"].shape == (3, 16, 16)
     short = DATASETS.create("stargan_v2_celebahq", root=str(root), max_items=4).split("train")
     assert sorted(short.labels[:, 0].tolist()) == [0, 0, 1, 1]
+
+
+def test_stargan_v2_keys_follow_the_folder_labels(tmp_path):
+    """The gender folders are StarGAN v2's labels and ``root`` is not in its keys: another folder in the same
+    layout, or one image moved from female/ to male/, is another key."""
+    from benchmark.data.base import content_fingerprint
+
+    def make(root: Path, male: list[str]) -> dict:
+        for split in ("train", "val"):
+            for gender in ("female", "male"):
+                (root / split / gender).mkdir(parents=True, exist_ok=True)
+        for name in ("a.jpg", "b.jpg", "c.jpg"):
+            gender = "male" if name in male else "female"
+            Image.fromarray(np.full((8, 8, 3), 99, np.uint8)).save(root / "train" / gender / name)
+        return content_fingerprint(DATASETS.create("stargan_v2_celebahq", resolution=8, root=str(root)))
+
+    one = make(tmp_path / "one", ["a.jpg"])
+    assert make(tmp_path / "copy", ["a.jpg"]) == one
+    assert make(tmp_path / "moved", ["a.jpg", "b.jpg"]) != one
 
 
 def test_stargan_v2_missing(cache_dir):

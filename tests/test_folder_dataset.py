@@ -274,3 +274,7 @@ def test_two_folders_with_the_same_options_never_share_a_cache_key(tmp_path):
     assert dataset_identity(a) != dataset_identity(b)
     fast = DATASETS.create("image_folder", resolution=8, root=a.options["root"], num_workers=2)
     assert content_fingerprint(fast) == content_fingerprint(a)
+    _csv(Path(a.options["root"]), ["filename", "Smiling", "split"], [["a.png", -1, "train"], ["b.png", -1, "test"]])
+    relabelled = DATASETS.create("image_folder", resolution=8, root=a.options["root"])  # same folder, CSV edited
+    assert classifier_key(relabelled, default_config(relabelled)) != classifier_key(a, default_config(a))
+    assert dataset_identity(relabelled) != dataset_identity(a)

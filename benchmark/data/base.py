@@ -16,12 +16,14 @@ batch only carries them when an evaluator needs them.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -111,12 +113,39 @@ def content_fingerprint(dataset: "FaceDataset") -> dict:
     data moved or was given by a relative path, and a shipped judge could never match a reader's copy.  But
     two folders of one's own images opened with the same options hold different faces, so a dataset that
     does not declare itself location-free (``image_folder``, a plugin's) keeps ``root`` in its keys.
+    The label files' content enters as ``labels`` (``FaceDataset.label_digest``), except for the official
+    release's own labels.
     """
     fp = dict(dataset.fingerprint())
     drop = LOCATION_OPTIONS if getattr(dataset, "location_free", False) else SPEED_OPTIONS
     if isinstance(fp.get("options"), dict):
         fp["options"] = {k: v for k, v in fp["options"].items() if k not in drop}
+    digest = dataset.label_digest() if hasattr(dataset, "label_digest") else None  # duck-typed test datasets
+    if digest is not None and digest not in getattr(dataset, "official_label_digests", frozenset()):
+        # Options do not say what a label file holds: an edited CelebAMask-HQ attribute file (or CSV) under
+        # the same options must not be served the judge or fit trained on the old labels.  The official
+        # release's digest is left out, so that its keys (the shipped CelebA-HQ judge's) stay as they were.
+        fp["labels"] = digest
     return fp
+
+
+def digest_parts(*parts: np.ndarray | Sequence[str]) -> str:
+    """A 16-hex-digit sha256 digest of arrays (dtype, shape and bytes) and string lists, in order.
+
+    Why parsed content and not file bytes: the labels are what a cache depends on, so a file saved with
+    other line endings or spacing keeps its key, and an edited label or split changes it."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+            h.update(f"array {arr.dtype.str} {arr.shape}\n".encode())
+            h.update(arr.tobytes())
+        else:
+            items = [str(x) for x in part]
+            h.update(f"strings {len(items)}\n".encode())
+            h.update("\n".join(items).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 class FaceDataset(ABC):
@@ -128,6 +157,9 @@ class FaceDataset(ABC):
     # True when the options name the images wherever they are kept (an official dataset's files, rendered
     # faces): cache keys then leave ``root`` out (``content_fingerprint``).  False keeps it: the default.
     location_free: ClassVar[bool] = False
+    # ``label_digest()`` values of the official releases' label files: keys leave them out (they predate
+    # label digests), so only a copy whose labels differ from the release gets a key of its own.
+    official_label_digests: ClassVar[frozenset[str]] = frozenset()
     has_identities: ClassVar[bool] = False
     has_counterfactuals: ClassVar[bool] = False
     split_names: tuple[str, ...] = ("train", "test")
@@ -170,6 +202,14 @@ class FaceDataset(ABC):
     @abstractmethod
     def split(self, name: str) -> FaceSplit:
         """The ``train`` / ``test`` (/ ``val``) split."""
+
+    def label_digest(self) -> str | None:
+        """A digest of what the dataset's label files say (labels, identities, splits; ``digest_parts``),
+        or None where the options alone fix them (rendered faces) or a plugin does not implement it.
+
+        ``content_fingerprint`` adds it to every cache key unless it is in ``official_label_digests``.
+        Computed once per dataset object: the label files are read at construction."""
+        return None
 
     def fingerprint(self) -> dict:
         """What identifies this dataset, for provenance (name, resolution, options, where the data lives

@@ -39,7 +39,9 @@ import numpy as np
 import torch
 
 from benchmark.assets import Asset, MissingAssetError, cache_root, declare, fetch, safe_extract
-from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset
+from benchmark.data.base import (
+    CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset, digest_parts,
+)
 from benchmark.data.images import (
     IMAGE_EXTENSIONS, ImageListSplit, ImagePolicy, check_listed_images, resolve_listed,
 )
@@ -290,6 +292,11 @@ class CelebAHQ(FaceDataset):
     has_masks = True
     split_names = ("train", "val", "test")
     location_free = True  # the official release: name + options (image_dir, ...) say which images, wherever kept
+    # ``label_digest()`` of the release's CelebAMask-HQ-attribute-anno.txt (file sha256 ec5e4bb1af5cac97...,
+    # 30,000 rows) with CelebA-HQ-to-CelebA-mapping.txt (sha256 d8d43deb196384cc...), the official split and
+    # no identity file: measured on the copy ../shared/data/README.md describes as the official files
+    # (tests/test_celebahq.py checks it there).  Any other labels, split or identities get a key of their own.
+    official_label_digests = frozenset({"2263a684f7563664"})
 
     def __init__(self, resolution: int = 64, **options):
         super().__init__(resolution, **options)
@@ -311,6 +318,14 @@ class CelebAHQ(FaceDataset):
         self._identities = self._load_identities(options.get("identity_file"))
         self.has_identities = options.get("identity_file") is not None  # type: ignore[misc]
         self._splits: dict[str, CelebAHQSplit] = {}
+
+    def label_digest(self) -> str:
+        """What the label files say: every row's index, file name and 40 values, its split and identity."""
+        if not hasattr(self, "_label_digest"):
+            t = self.table
+            self._label_digest = digest_parts(list(t.names), t.indices, list(t.files), t.values,
+                                              [str(x) for x in self._split_of], self._identities)
+        return self._label_digest
 
     def _mapping(self) -> dict[int, str]:
         path = self.root / MAPPING_FILE
@@ -406,11 +421,29 @@ class StarGANv2CelebAHQ(FaceDataset):
             self._splits[name] = self._build_split(name)
         return self._splits[name]
 
+    def label_digest(self) -> str:
+        """The file names in each split's gender folders (the folders are the labels); the release's
+        listing is not known here, so every copy's keys carry it.  Why: another folder in this layout
+        (``root`` is not in the keys) or a file moved between genders must not share a cache entry."""
+        if not hasattr(self, "_label_digest"):
+            listing: list[str] = []
+            for name, folder in sorted(self.FOLDERS.items()):
+                for gender in ("female", "male"):
+                    sub = self.root / folder / gender
+                    names = self._image_names(sub) if sub.is_dir() else ["<missing>"]
+                    listing += [f"{name}/{gender}/{n}" for n in names]
+            self._label_digest = digest_parts(listing)
+        return self._label_digest
+
     def _gender_files(self, sub: Path) -> list[Path]:
         if not sub.is_dir():
             raise DataError(f"stargan_v2_celebahq: folder {sub} is missing (layout {{train,val}}/{{female,male}})")
-        names = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        names = self._image_names(sub)
         return resolve_listed(sub, names, [str(sub)] * len(names))
+
+    @staticmethod
+    def _image_names(sub: Path) -> list[str]:
+        return sorted(p.name for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
     def _build_split(self, name: str) -> ImageListSplit:
         folder = self.root / self.FOLDERS[name]
