@@ -203,13 +203,20 @@ class FaceDataset(ABC):
     def split(self, name: str) -> FaceSplit:
         """The ``train`` / ``test`` (/ ``val``) split."""
 
-    def label_digest(self) -> str | None:
-        """A digest of what the dataset's label files say (labels, identities, splits; ``digest_parts``),
-        or None where the options alone fix them (rendered faces) or a plugin does not implement it.
-
-        ``content_fingerprint`` adds it to every cache key unless it is in ``official_label_digests``.
-        Computed once per dataset object: the label files are read at construction."""
+    def label_parts(self) -> tuple | None:
+        """What the dataset's label files say (labels, file names, identities, splits), as the arrays and
+        string lists ``digest_parts`` takes; None where the options alone fix them (rendered faces) or a
+        plugin does not implement it.  Override this, not ``label_digest``."""
         return None
+
+    def label_digest(self) -> str | None:
+        """``digest_parts(*label_parts())``, or None: ``content_fingerprint`` adds it to every cache key unless
+        it is in ``official_label_digests``.  Computed once per dataset object (every cache key asks for it,
+        and a folder listing is not free): the label files are read at construction."""
+        if "_label_digest" not in self.__dict__:
+            parts = self.label_parts()
+            self._label_digest = None if parts is None else digest_parts(*parts)
+        return self._label_digest
 
     def fingerprint(self) -> dict:
         """What identifies this dataset, for provenance (name, resolution, options, where the data lives

@@ -39,9 +39,7 @@ import numpy as np
 import torch
 
 from benchmark.assets import Asset, MissingAssetError, cache_root, declare, fetch, safe_extract
-from benchmark.data.base import (
-    CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset, digest_parts,
-)
+from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset
 from benchmark.data.images import (
     IMAGE_EXTENSIONS, ImageListSplit, ImagePolicy, check_listed_images, resolve_listed,
 )
@@ -319,13 +317,10 @@ class CelebAHQ(FaceDataset):
         self.has_identities = options.get("identity_file") is not None  # type: ignore[misc]
         self._splits: dict[str, CelebAHQSplit] = {}
 
-    def label_digest(self) -> str:
+    def label_parts(self) -> tuple:
         """What the label files say: every row's index, file name and 40 values, its split and identity."""
-        if not hasattr(self, "_label_digest"):
-            t = self.table
-            self._label_digest = digest_parts(list(t.names), t.indices, list(t.files), t.values,
-                                              [str(x) for x in self._split_of], self._identities)
-        return self._label_digest
+        t = self.table
+        return list(t.names), t.indices, list(t.files), t.values, [str(x) for x in self._split_of], self._identities
 
     def _mapping(self) -> dict[int, str]:
         path = self.root / MAPPING_FILE
@@ -421,19 +416,17 @@ class StarGANv2CelebAHQ(FaceDataset):
             self._splits[name] = self._build_split(name)
         return self._splits[name]
 
-    def label_digest(self) -> str:
+    def label_parts(self) -> tuple:
         """The file names in each split's gender folders (the folders are the labels); the release's
         listing is not known here, so every copy's keys carry it.  Why: another folder in this layout
         (``root`` is not in the keys) or a file moved between genders must not share a cache entry."""
-        if not hasattr(self, "_label_digest"):
-            listing: list[str] = []
-            for name, folder in sorted(self.FOLDERS.items()):
-                for gender in ("female", "male"):
-                    sub = self.root / folder / gender
-                    names = self._image_names(sub) if sub.is_dir() else ["<missing>"]
-                    listing += [f"{name}/{gender}/{n}" for n in names]
-            self._label_digest = digest_parts(listing)
-        return self._label_digest
+        listing: list[str] = []
+        for name, folder in sorted(self.FOLDERS.items()):
+            for gender in ("female", "male"):
+                sub = self.root / folder / gender
+                names = self._image_names(sub) if sub.is_dir() else ["<missing>"]
+                listing += [f"{name}/{gender}/{n}" for n in names]
+        return (listing,)
 
     def _gender_files(self, sub: Path) -> list[Path]:
         if not sub.is_dir():

@@ -33,9 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.base import (
-    CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset, digest_parts,
-)
+from benchmark.data.base import CELEBA_ATTRIBUTE_NAMES, CELEBA_GROUPS, AttributeSpec, DataError, FaceDataset
 from benchmark.data.images import ImageListSplit, ImagePolicy, check_listed_images, resolve_listed
 from benchmark.registry import register_dataset
 
@@ -136,13 +134,10 @@ class ImageFolder(FaceDataset):
         self._ids = np.asarray(ids, dtype=np.int64)
         self._splits_col = np.asarray(splits)
 
-    def label_digest(self) -> str:
+    def label_parts(self) -> tuple:
         """What the CSV says: file names, attribute columns and values, identities and splits (``root`` is
         in the keys already; the CSV's content is not, and an edited CSV in the same folder needs a new key)."""
-        if not hasattr(self, "_label_digest"):
-            self._label_digest = digest_parts(list(self._csv_attrs), list(self._files), self._labels, self._ids,
-                                              [str(x) for x in self._splits_col])
-        return self._label_digest
+        return list(self._csv_attrs), list(self._files), self._labels, self._ids, [str(x) for x in self._splits_col]
 
     def _check_row_length(self, row: dict, header: list[str], lineno: int) -> None:
         """csv.DictReader files surplus values under the key None and pads short rows with None: both errors."""
